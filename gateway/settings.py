@@ -1,0 +1,482 @@
+"""Configuration: ``gateway.toml`` plus ``GATEWAY_*`` overrides, validated once.
+
+Every key is checked at start-up so that a running gateway never discovers a
+bad value on a request path.  A problem raises :class:`ConfigError` naming the
+dotted key; the CLI turns that into one line on stderr and exit code 2.
+
+Environment overrides: ``GATEWAY_<SECTION>_<KEY>`` (``GATEWAY_SERVER_PORT=9000``,
+``GATEWAY_AUDIT_FAIL_CLOSED=false``, ``GATEWAY_AUTH_OIDC_CLIENT_ID=...``).
+Values are read as TOML literals when they parse as one (numbers, booleans,
+arrays) and as plain strings otherwise.  ``GATEWAY_CONFIG`` names the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG = "gateway.toml"
+ENV_PREFIX = "GATEWAY_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; ``key`` is the dotted name."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8501
+    public_url: str = "http://localhost:8501"
+    trusted_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    allowed_networks: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("0.0.0.0/0"),
+        ipaddress.ip_network("::/0"),
+    )
+    max_body_bytes: int = 1_048_576
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    security_contact: str = "mailto:security@example.com"
+    access_contact: str = "your security team"
+    brand: str = "Toolgate"
+
+    @property
+    def https(self) -> bool:
+        """True when the browser sees https (directly or through a TLS proxy)."""
+        return self.public_url.startswith("https://") or self.tls_cert is not None
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    keys_file: Path = Path("secrets/session.keys")
+    idle_timeout_s: int = 1800
+    absolute_timeout_s: int = 43200
+
+
+@dataclass(frozen=True)
+class OIDCSettings:
+    issuer: str
+    client_id: str
+    client_secret: str = ""
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    groups_claim: str = "groups"
+    username_claim: str = "preferred_username"
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    display_name: str = "single sign-on"
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    header: str
+    jwks_url: str
+    audience: str
+    issuer: str = ""
+    algorithms: tuple[str, ...] = ("ES256", "RS256")
+    username_claim: str = "email"
+    email_claim: str = "email"
+    groups_claim: str = "groups"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    users_file: Path = Path("users.toml")
+    token_key_file: Path = Path("secrets/token.keys")
+    token_issuer: str = "toolgate"
+    token_audience: str = "toolgate-api"
+    token_max_ttl_s: int = 90 * 86400
+    login_max_failures: int = 5
+    login_window_s: int = 900
+    oidc: OIDCSettings | None = None
+    upstream: UpstreamSettings | None = None
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    dir: Path = Path("policies")
+    reload_interval_s: float = 2.0
+    known_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    path: Path = Path("audit/audit.jsonl")
+    key_file: Path = Path("secrets/audit.key")
+    fail_closed: bool = True
+    max_bytes: int = 100 * 1024 * 1024
+    rotate_daily: bool = True
+    queue_size: int = 10_000
+    flush_interval_s: float = 0.2
+    stdout: bool = False
+    syslog: bool = False
+    syslog_address: str = "/dev/log"
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path
+    base_dir: Path
+    server: ServerSettings = field(default_factory=ServerSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+
+
+# ---------------------------------------------------------------- raw loading
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config", f"file not found: {path}") from None
+    except PermissionError:
+        raise ConfigError("config", f"cannot read {path}: permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+
+
+_SECTIONS = ("server", "session", "auth.oidc", "auth.upstream", "auth", "policy", "audit")
+
+
+def _env_literal(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Fold ``GATEWAY_SECTION_KEY=value`` variables into the raw config dict."""
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "GATEWAY_CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section in _SECTIONS:
+            prefix = section.replace(".", "_") + "_"
+            if rest.startswith(prefix) and len(rest) > len(prefix):
+                node = raw
+                for part in section.split("."):
+                    child = node.setdefault(part, {})
+                    if not isinstance(child, dict):
+                        raise ConfigError(section, "must be a table")
+                    node = child
+                node[rest[len(prefix) :]] = _env_literal(value)
+                break
+        else:
+            raise ConfigError(name, "unknown GATEWAY_* variable (no such section or key)")
+
+
+# ---------------------------------------------------------------- validation
+
+
+class _Section:
+    """Typed, key-checked reads from one TOML table; unknown keys are errors."""
+
+    def __init__(self, name: str, table: Any, base_dir: Path) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(name, "must be a table")
+        self.name = name
+        self.table = dict(table)
+        self.base_dir = base_dir
+        self.seen: set[str] = set()
+
+    def key(self, k: str) -> str:
+        return f"{self.name}.{k}"
+
+    def get(self, k: str, default: Any) -> Any:
+        self.seen.add(k)
+        return self.table.get(k, default)
+
+    def str(self, k: str, default: str, *, allow_empty: bool = True) -> str:
+        v = self.get(k, default)
+        if not isinstance(v, str):
+            raise ConfigError(self.key(k), f"must be a string, got {type(v).__name__}")
+        if not allow_empty and not v.strip():
+            raise ConfigError(self.key(k), "must not be empty")
+        if any(ord(c) < 32 for c in v):
+            raise ConfigError(self.key(k), "must not contain control characters")
+        return v
+
+    def int(self, k: str, default: int, *, lo: int, hi: int) -> int:
+        v = self.get(k, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(self.key(k), f"must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise ConfigError(self.key(k), f"must be between {lo} and {hi}, got {v}")
+        return v
+
+    def float(self, k: str, default: float, *, lo: float, hi: float) -> float:
+        v = self.get(k, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(self.key(k), f"must be a number, got {v!r}")
+        if not lo <= v <= hi:
+            raise ConfigError(self.key(k), f"must be between {lo} and {hi}, got {v}")
+        return float(v)
+
+    def bool(self, k: str, default: bool) -> bool:
+        v = self.get(k, default)
+        if not isinstance(v, bool):
+            raise ConfigError(self.key(k), f"must be true or false, got {v!r}")
+        return v
+
+    def strs(self, k: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        v = self.get(k, list(default))
+        if not isinstance(v, list) or not all(isinstance(i, str) for i in v):
+            raise ConfigError(self.key(k), "must be a list of strings")
+        return tuple(v)
+
+    def networks(self, k: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+        out = []
+        for item in self.strs(k, tuple(str(n) for n in default)):
+            try:
+                out.append(ipaddress.ip_network(item.strip(), strict=True))
+            except ValueError as exc:
+                raise ConfigError(self.key(k), f"{item!r} is not a CIDR network ({exc})") from None
+        return tuple(out)
+
+    def path(self, k: str, default: Path | str) -> Path:
+        v = self.str(k, str(default), allow_empty=False)
+        p = Path(v).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def optional_path(self, k: str) -> Path | None:
+        v = self.str(k, "")
+        if not v:
+            return None
+        p = Path(v).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def done(self, sub_tables: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(self.table) - self.seen - set(sub_tables))
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def _check_secret_file(key: str, path: Path, *, must_exist: bool = True) -> None:
+    """Key files must exist, be regular files and be private to their owner."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(key, f"file not found: {path} (run `gateway init` or create it)") from None
+        return
+    except PermissionError:
+        raise ConfigError(key, f"cannot read {path}: permission denied") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(key, f"{path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            key, f"{path} is readable by others (mode {oct(st.st_mode & 0o777)}); chmod 600 it"
+        )
+
+
+def _check_url(key: str, url: str, *, https_only: bool = False) -> None:
+    parts = urlsplit(url)
+    allowed = ("https",) if https_only else ("http", "https")
+    if parts.scheme not in allowed or not parts.hostname:
+        raise ConfigError(key, f"must be an absolute {' or '.join(allowed)} URL, got {url!r}")
+
+
+def _server(raw: Any, base: Path) -> ServerSettings:
+    s = _Section("server", raw, base)
+    d = ServerSettings()
+    public_url = s.str("public_url", d.public_url, allow_empty=False).rstrip("/")
+    _check_url(s.key("public_url"), public_url)
+    if urlsplit(public_url).path not in ("", "/"):
+        raise ConfigError(s.key("public_url"), "must not have a path (serving under a prefix is not supported)")
+    hosts = tuple(h.strip().lower().rstrip(".") for h in s.strs("trusted_hosts", d.trusted_hosts))
+    if not hosts or any(not h or "/" in h or " " in h for h in hosts):
+        raise ConfigError(s.key("trusted_hosts"), "must list one or more host names (\"*\" or \"*.example.com\" allowed)")
+    out = ServerSettings(
+        host=s.str("host", d.host, allow_empty=False),
+        port=s.int("port", d.port, lo=0, hi=65535),
+        public_url=public_url,
+        trusted_hosts=hosts,
+        trusted_proxies=s.networks("trusted_proxies", d.trusted_proxies),
+        allowed_networks=s.networks("allowed_networks", d.allowed_networks),
+        max_body_bytes=s.int("max_body_bytes", d.max_body_bytes, lo=1024, hi=1 << 34),
+        tls_cert=s.optional_path("tls_cert"),
+        tls_key=s.optional_path("tls_key"),
+        security_contact=s.str("security_contact", d.security_contact, allow_empty=False),
+        access_contact=s.str("access_contact", d.access_contact, allow_empty=False),
+        brand=s.str("brand", d.brand, allow_empty=False),
+    )
+    if not out.allowed_networks:
+        raise ConfigError(s.key("allowed_networks"), "must list at least one network (an empty list would refuse everyone)")
+    if (out.tls_cert is None) != (out.tls_key is None):
+        raise ConfigError(s.key("tls_key" if out.tls_cert else "tls_cert"), "tls_cert and tls_key must be set together")
+    for k, p in (("tls_cert", out.tls_cert), ("tls_key", out.tls_key)):
+        if p is not None and not p.is_file():
+            raise ConfigError(s.key(k), f"file not found: {p}")
+    if out.tls_key is not None and out.tls_key != out.tls_cert:
+        _check_secret_file(s.key("tls_key"), out.tls_key)
+    s.done()
+    return out
+
+
+def _session(raw: Any, base: Path) -> SessionSettings:
+    s = _Section("session", raw, base)
+    d = SessionSettings()
+    out = SessionSettings(
+        keys_file=s.path("keys_file", d.keys_file),
+        idle_timeout_s=s.int("idle_timeout_s", d.idle_timeout_s, lo=60, hi=30 * 86400),
+        absolute_timeout_s=s.int("absolute_timeout_s", d.absolute_timeout_s, lo=60, hi=90 * 86400),
+    )
+    if out.idle_timeout_s > out.absolute_timeout_s:
+        raise ConfigError(s.key("idle_timeout_s"), "must not exceed absolute_timeout_s")
+    _check_secret_file(s.key("keys_file"), out.keys_file)
+    s.done()
+    return out
+
+
+def _oidc(raw: Any, base: Path) -> OIDCSettings:
+    s = _Section("auth.oidc", raw, base)
+    d = OIDCSettings(issuer="", client_id="")
+    issuer = s.str("issuer", "", allow_empty=False).rstrip("/")
+    _check_url(s.key("issuer"), issuer)
+    out = OIDCSettings(
+        issuer=issuer,
+        client_id=s.str("client_id", "", allow_empty=False),
+        client_secret=s.str("client_secret", ""),
+        scopes=s.strs("scopes", d.scopes),
+        groups_claim=s.str("groups_claim", d.groups_claim, allow_empty=False),
+        username_claim=s.str("username_claim", d.username_claim, allow_empty=False),
+        algorithms=s.strs("algorithms", d.algorithms),
+        display_name=s.str("display_name", d.display_name, allow_empty=False),
+    )
+    if "openid" not in out.scopes:
+        raise ConfigError(s.key("scopes"), "must include \"openid\"")
+    _check_algorithms(s.key("algorithms"), out.algorithms)
+    s.done()
+    return out
+
+
+_ASYMMETRIC_ALGS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+
+def _check_algorithms(key: str, algs: tuple[str, ...]) -> None:
+    # Only asymmetric algorithms: an HS* entry would let a public JWKS key be
+    # used as an HMAC secret (the classic key-confusion attack).
+    bad = [a for a in algs if a not in _ASYMMETRIC_ALGS]
+    if not algs or bad:
+        raise ConfigError(key, f"must be a non-empty list of asymmetric algorithms, not {bad or algs}")
+
+
+def _upstream(raw: Any, base: Path) -> UpstreamSettings:
+    s = _Section("auth.upstream", raw, base)
+    d = UpstreamSettings(header="", jwks_url="", audience="")
+    out = UpstreamSettings(
+        header=s.str("header", "", allow_empty=False).lower(),
+        jwks_url=s.str("jwks_url", "", allow_empty=False),
+        audience=s.str("audience", "", allow_empty=False),
+        issuer=s.str("issuer", ""),
+        algorithms=s.strs("algorithms", d.algorithms),
+        username_claim=s.str("username_claim", d.username_claim, allow_empty=False),
+        email_claim=s.str("email_claim", d.email_claim, allow_empty=False),
+        groups_claim=s.str("groups_claim", d.groups_claim, allow_empty=False),
+    )
+    _check_url(s.key("jwks_url"), out.jwks_url)
+    _check_algorithms(s.key("algorithms"), out.algorithms)
+    s.done()
+    return out
+
+
+def _auth(raw: Any, base: Path) -> AuthSettings:
+    s = _Section("auth", raw, base)
+    d = AuthSettings()
+    oidc_raw = s.table.get("oidc")
+    upstream_raw = s.table.get("upstream")
+    out = AuthSettings(
+        users_file=s.path("users_file", d.users_file),
+        token_key_file=s.path("token_key_file", d.token_key_file),
+        token_issuer=s.str("token_issuer", d.token_issuer, allow_empty=False),
+        token_audience=s.str("token_audience", d.token_audience, allow_empty=False),
+        token_max_ttl_s=s.int("token_max_ttl_s", d.token_max_ttl_s, lo=60, hi=400 * 86400),
+        login_max_failures=s.int("login_max_failures", d.login_max_failures, lo=1, hi=1000),
+        login_window_s=s.int("login_window_s", d.login_window_s, lo=10, hi=86400),
+        oidc=_oidc(oidc_raw, base) if oidc_raw is not None else None,
+        upstream=_upstream(upstream_raw, base) if upstream_raw is not None else None,
+    )
+    _check_secret_file(s.key("token_key_file"), out.token_key_file)
+    s.done(sub_tables=("oidc", "upstream"))
+    return out
+
+
+def _policy(raw: Any, base: Path) -> PolicySettings:
+    s = _Section("policy", raw, base)
+    d = PolicySettings()
+    out = PolicySettings(
+        dir=s.path("dir", d.dir),
+        reload_interval_s=s.float("reload_interval_s", d.reload_interval_s, lo=0.1, hi=3600),
+        known_groups=s.strs("known_groups", d.known_groups),
+    )
+    if not out.dir.is_dir():
+        raise ConfigError(s.key("dir"), f"not a directory: {out.dir}")
+    s.done()
+    return out
+
+
+def _audit(raw: Any, base: Path) -> AuditSettings:
+    s = _Section("audit", raw, base)
+    d = AuditSettings()
+    out = AuditSettings(
+        path=s.path("path", d.path),
+        key_file=s.path("key_file", d.key_file),
+        fail_closed=s.bool("fail_closed", d.fail_closed),
+        max_bytes=s.int("max_bytes", d.max_bytes, lo=4096, hi=1 << 40),
+        rotate_daily=s.bool("rotate_daily", d.rotate_daily),
+        queue_size=s.int("queue_size", d.queue_size, lo=16, hi=10_000_000),
+        flush_interval_s=s.float("flush_interval_s", d.flush_interval_s, lo=0.01, hi=60),
+        stdout=s.bool("stdout", d.stdout),
+        syslog=s.bool("syslog", d.syslog),
+        syslog_address=s.str("syslog_address", d.syslog_address, allow_empty=False),
+    )
+    _check_secret_file(s.key("key_file"), out.key_file)
+    s.done()
+    return out
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(explicit or environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, override and validate the configuration; raise ConfigError on any fault."""
+    environ = os.environ if environ is None else environ
+    path = resolve_config_path(config_path, environ).expanduser().resolve()
+    raw = _read_toml(path)
+    apply_env_overrides(raw, environ)
+    base = path.parent
+    known = {"server", "session", "auth", "policy", "audit"}
+    for top in raw:
+        if top not in known:
+            raise ConfigError(top, "unknown section")
+    return Settings(
+        config_path=path,
+        base_dir=base,
+        server=_server(raw.get("server", {}), base),
+        session=_session(raw.get("session", {}), base),
+        auth=_auth(raw.get("auth", {}), base),
+        policy=_policy(raw.get("policy", {}), base),
+        audit=_audit(raw.get("audit", {}), base),
+    )
