@@ -1,0 +1,1 @@
+"""One pure-ASGI class per concern; the order lives in ``gateway.app.build_chain``."""

@@ -1,0 +1,56 @@
+"""Turn any crash below this layer into the branded 500.
+
+It sits inside the security-headers and audit layers so that the 500 a
+crash produces is hardened and recorded like every other response.  The
+traceback goes to the server log with the request id; the client sees only
+the id.
+"""
+
+from __future__ import annotations
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.context import get_context
+from gateway.errors import send_error
+
+log = structlog.get_logger(__name__)
+
+
+class ErrorBoundaryMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] in ("http.response.start", "websocket.accept", "websocket.close"):
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            ctx = get_context(scope)
+            log.exception(
+                "unhandled_error",
+                request_id=ctx.request_id if ctx else None,
+                path=scope.get("path"),
+                scope_type=scope["type"],
+            )
+            if ctx:
+                ctx.extra["error"] = True
+            if started:
+                # Headers are out; all we can do is end the exchange.
+                if scope["type"] == "websocket":
+                    try:
+                        await send({"type": "websocket.close", "code": 1011})
+                    except Exception:  # noqa: BLE001 - the socket may be gone already
+                        pass
+                return
+            await send_error(scope, receive, send, 500, ws_close_code=1011)

@@ -1,0 +1,76 @@
+"""Refuse requests whose ``Host`` (or websocket ``Origin``) is not ours.
+
+Runs before anything that builds URLs from the host, so a forged Host can
+never end up in a redirect, a cookie scope or a password-reset link.  Unlike
+Starlette's TrustedHostMiddleware it also checks the ``Origin`` of websocket
+handshakes (cross-site websocket hijacking) and answers with the branded 400.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.context import get_context
+from gateway.errors import send_error
+
+
+def split_host(value: str) -> str | None:
+    """The lower-case host name of a Host header value, or None if malformed."""
+    try:
+        parts = urlsplit("//" + value)
+        _ = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        return None
+    if parts.path or parts.query or parts.fragment:
+        return None
+    return parts.hostname.rstrip(".")
+
+
+class TrustedHostMiddleware:
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str]) -> None:
+        hosts = [h.lower().rstrip(".") for h in allowed_hosts]
+        if not hosts:
+            raise ValueError("allowed_hosts must not be empty")
+        for h in hosts:
+            if "*" in h and h != "*" and not (h.startswith("*.") and "*" not in h[2:]):
+                raise ValueError(f"bad host pattern {h!r}: only '*' or a leading '*.' is allowed")
+        self.app = app
+        self.allow_any = "*" in hosts
+        self.exact = frozenset(h for h in hosts if not h.startswith("*"))
+        self.suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
+
+    def allowed(self, hostname: str | None) -> bool:
+        if hostname is None:
+            return False
+        return self.allow_any or hostname in self.exact or hostname.endswith(self.suffixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        ctx = get_context(scope)
+        host = ctx.host if ctx else ""
+        origin = None
+        if not host or scope["type"] == "websocket":
+            for name, value in scope["headers"]:
+                if name == b"host" and not host:
+                    host = value.decode("latin-1")
+                elif name == b"origin":
+                    origin = value.decode("latin-1")
+        if not self.allowed(split_host(host)):
+            await send_error(scope, receive, send, 400, detail="This host name is not served here.")
+            return
+        if origin is not None and origin != "null":
+            o = urlsplit(origin)
+            if o.scheme not in ("http", "https") or not self.allowed(o.hostname):
+                await send_error(scope, receive, send, 403, detail="Cross-origin websocket refused.")
+                return
+        elif origin == "null":
+            await send_error(scope, receive, send, 403, detail="Cross-origin websocket refused.")
+            return
+        await self.app(scope, receive, send)

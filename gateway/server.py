@@ -1,0 +1,70 @@
+"""``gateway run``: uvicorn with the settings the gateway's security relies on.
+
+- ``proxy_headers=False``: uvicorn would otherwise believe ``X-Forwarded-For``
+  from 127.0.0.1 and rewrite the client address before the gateway sees it;
+  the request-context middleware decides which proxies to trust.
+- ``server_header=False``: no ``Server`` banner.
+- graceful shutdown: in-flight requests finish, the lifespan drains the audit
+  queue and closes websockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import structlog
+import uvicorn
+
+from gateway import logging as gateway_logging
+from gateway.settings import ConfigError, Settings
+
+log = structlog.get_logger(__name__)
+
+GRACEFUL_SHUTDOWN_S = 15
+
+
+def uvicorn_config(app: object, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    s = settings.server
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        proxy_headers=False,
+        server_header=False,
+        date_header=True,
+        access_log=False,  # the audit middleware records every request
+        log_config=None,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_max_size=16 * 1024 * 1024,
+        ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
+        ssl_keyfile=str(s.tls_key) if s.tls_key else None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1) -> int:
+    gateway_logging.configure()
+    if workers != 1:
+        raise ConfigError("--workers", "more than one worker needs a shared state backend (not available yet); use 1")
+    from gateway.app import create_app
+
+    app = create_app(settings)
+    h = host or settings.server.host
+    p = port if port is not None else settings.server.port
+    scheme = "https" if settings.server.tls_cert else "http"
+    log.info("gateway.listening", url=f"{scheme}://{h}:{p}", public_url=settings.server.public_url)
+    server = uvicorn.Server(uvicorn_config(app, settings, host=h, port=p))
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+    return 0 if server.started or not server.should_exit else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from gateway.cli import main
+
+    sys.exit(main(["run", *sys.argv[1:]]))

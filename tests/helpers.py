@@ -1,0 +1,122 @@
+"""Test helpers shared by every suite: config folders, free ports, servers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def make_config_dir(
+    target: Path,
+    *,
+    port: int = 8501,
+    server_extra: str = "",
+    sections_extra: str = "",
+    audit_extra: str = "",
+) -> Path:
+    """A complete config folder (keys, shipped policies) without demo users."""
+    target.mkdir(parents=True, exist_ok=True)
+    write_secret(target / "secrets" / "session.keys", secrets.token_hex(32) + "\n")
+    write_secret(target / "secrets" / "audit.key", secrets.token_hex(32) + "\n")
+    try:
+        from gateway.auth.tokens import new_token_keys_file_content
+
+        token_keys = new_token_keys_file_content()
+    except ImportError:
+        token_keys = "k1:" + secrets.token_hex(32) + "\n"
+    write_secret(target / "secrets" / "token.keys", token_keys)
+    if not (target / "policies").exists():
+        shutil.copytree(ROOT / "policies", target / "policies", ignore=shutil.ignore_patterns("README.md"))
+    users = target / "users.toml"
+    if not users.exists():
+        write_secret(users, "")
+    (target / "gateway.toml").write_text(
+        f"""
+[server]
+port = {port}
+public_url = "http://localhost:{port}"
+trusted_hosts = ["localhost", "127.0.0.1", "testserver"]
+{server_extra}
+
+[policy]
+dir = "policies"
+
+[audit]
+path = "audit/audit.jsonl"
+key_file = "secrets/audit.key"
+{audit_extra}
+{sections_extra}
+"""
+    )
+    return target / "gateway.toml"
+
+
+class GatewayProcess:
+    """A real ``gateway run`` in a subprocess, on a free loopback port."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = config.parent / "gateway.log"
+        self._env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> "GatewayProcess":
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "gateway.cli", "run", "--config", str(self.config), "--port", str(self.port)],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"gateway did not start:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
