@@ -21,6 +21,7 @@ from gateway import runtime, streamlit_config
 from gateway.errors import error_response
 from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.error_boundary import ErrorBoundaryMiddleware
+from gateway.middleware.https_redirect import HTTPSRedirectMiddleware
 from gateway.middleware.ip_allowlist import IPAllowlistMiddleware
 from gateway.middleware.request_context import RequestContextMiddleware
 from gateway.middleware.security_headers import SecurityHeadersMiddleware
@@ -44,6 +45,8 @@ def build_chain(services: Services) -> list[Middleware]:
         *services.audit_middleware(),
         # 3. hardening headers on everything below, errors included
         Middleware(SecurityHeadersMiddleware, https=s.https),
+        # plain http is redirected to https when the browser-facing URL is https
+        *([Middleware(HTTPSRedirectMiddleware, public_url=s.public_url)] if s.public_url.startswith("https://") else []),
         # crashes below become the branded 500 (hardened and audited above)
         Middleware(ErrorBoundaryMiddleware),
         # 4. unknown Host (and cross-origin websocket) refused first

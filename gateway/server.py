@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import structlog
@@ -58,10 +59,40 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     log.info("gateway.listening", url=f"{scheme}://{h}:{p}", public_url=settings.server.public_url)
     server = uvicorn.Server(uvicorn_config(app, settings, host=h, port=p))
     try:
-        asyncio.run(server.serve())
+        asyncio.run(_serve_all(server, settings, h))
     except KeyboardInterrupt:
         pass
-    return 0 if server.started or not server.should_exit else 1
+    return 0
+
+
+class _QuietServer(uvicorn.Server):
+    """A second listener in the same loop: the main server owns the signals."""
+
+    def capture_signals(self):  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+async def _serve_all(server: uvicorn.Server, settings: Settings, host: str) -> None:
+    port = settings.server.http_redirect_port
+    if not port:
+        await server.serve()
+        return
+    from functools import partial
+
+    from gateway.middleware.https_redirect import redirect_only_app
+
+    app = partial(redirect_only_app, base=settings.server.public_url.rstrip("/"))
+    redirect = _QuietServer(
+        uvicorn.Config(app, host=host, port=port, proxy_headers=False, server_header=False,
+                       access_log=False, log_config=None, lifespan="off")
+    )
+    log.info("gateway.listening", url=f"http://{host}:{port}", role="redirect-to-https")
+    task = asyncio.create_task(redirect.serve())
+    try:
+        await server.serve()
+    finally:
+        redirect.should_exit = True
+        await task
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,6 +50,7 @@ class ServerSettings:
     max_body_bytes: int = 1_048_576
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    http_redirect_port: int = 0  # with tls_cert: a plain-http listener that only redirects
     security_contact: str = "mailto:security@example.com"
     access_contact: str = "your security team"
     brand: str = "Toolgate"
@@ -313,6 +314,7 @@ def _server(raw: Any, base: Path) -> ServerSettings:
         max_body_bytes=s.int("max_body_bytes", d.max_body_bytes, lo=1024, hi=1 << 34),
         tls_cert=s.optional_path("tls_cert"),
         tls_key=s.optional_path("tls_key"),
+        http_redirect_port=s.int("http_redirect_port", d.http_redirect_port, lo=0, hi=65535),
         security_contact=s.str("security_contact", d.security_contact, allow_empty=False),
         access_contact=s.str("access_contact", d.access_contact, allow_empty=False),
         brand=s.str("brand", d.brand, allow_empty=False),
@@ -321,6 +323,10 @@ def _server(raw: Any, base: Path) -> ServerSettings:
         raise ConfigError(s.key("allowed_networks"), "must list at least one network (an empty list would refuse everyone)")
     if (out.tls_cert is None) != (out.tls_key is None):
         raise ConfigError(s.key("tls_key" if out.tls_cert else "tls_cert"), "tls_cert and tls_key must be set together")
+    if out.http_redirect_port and out.tls_cert is None:
+        raise ConfigError(s.key("http_redirect_port"), "only makes sense with tls_cert/tls_key set")
+    if out.http_redirect_port and not out.public_url.startswith("https://"):
+        raise ConfigError(s.key("public_url"), "must be https when http_redirect_port is set")
     for k, p in (("tls_cert", out.tls_cert), ("tls_key", out.tls_key)):
         if p is not None and not p.is_file():
             raise ConfigError(s.key(k), f"file not found: {p}")
