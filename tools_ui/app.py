@@ -26,7 +26,7 @@ st.set_page_config(page_title="Toolgate", page_icon=str(_ROOT / "gateway" / "sta
 user = access.current_user()
 pages = {
     t.id: st.Page(
-        str(Path(__file__).parent / "pages" / t.script),
+        str(Path(__file__).parent / "tool_pages" / t.script),
         title=t.title,
         icon=t.icon,
         url_path=t.url_path or None,

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from tools_ui import data
 
-PAGES = Path(__file__).resolve().parents[2] / "tools_ui" / "pages"
+PAGES = Path(__file__).resolve().parents[2] / "tools_ui" / "tool_pages"
 SALES = PAGES / "sales.py"
 OPS = PAGES / "ops.py"
 

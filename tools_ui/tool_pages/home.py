@@ -32,7 +32,7 @@ for i, tool in enumerate(mine):
     with cols[i % 3].container(border=True):
         st.markdown(f"#### {tool.title}")
         st.write(tool.description)
-        st.page_link("pages/" + tool.script, label=f"Open {tool.title}", icon=tool.icon)
+        st.page_link("tool_pages/" + tool.script, label=f"Open {tool.title}", icon=tool.icon)
 
 others = [t for t in TOOLS if t.id not in allowed]
 if others:
