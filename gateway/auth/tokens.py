@@ -1,0 +1,165 @@
+"""API tokens: HS256 JWTs minted by ``gateway token create``, verified per request.
+
+Keys come from ``auth.token_key_file`` (``kid:hexkey`` per line, first signs;
+see :mod:`gateway.auth.keyring`).  The header's ``kid`` is only ever a key in
+a dict: it is never a path, URL or anything else that could be steered.
+
+Verification pins everything an attacker might vary: the algorithm list is
+exactly ``["HS256"]`` (no ``none``, no RS/HS confusion), the signature must
+match the key named by ``kid``, and ``exp``/``iat``/``nbf``/``iss``/``aud``/
+``sub``/``jti`` must be present and right.  Tokens longer than their issuer's
+``token_max_ttl_s`` are refused even when correctly signed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Callable, Sequence
+
+import jwt
+
+from gateway.auth.keyring import KID_RE, KeyRing
+from gateway.context import Identity
+
+ALGORITHM = "HS256"
+MAX_TOKEN_CHARS = 8192
+_FORBIDDEN_HEADERS = ("crit", "jku", "jwk", "x5u", "x5c")
+
+
+class TokenError(Exception):
+    """The bearer token is not acceptable; ``reason`` is a short code, safe to log."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+def mint_token(
+    keyring: KeyRing,
+    *,
+    subject: str,
+    groups: Sequence[str],
+    ttl_s: int,
+    issuer: str,
+    audience: str,
+    max_ttl_s: int,
+    email: str = "",
+    clock: Callable[[], float] = time.time,
+) -> tuple[str, dict[str, Any]]:
+    """Sign a token with the ring's first key; returns ``(token, claims)``.
+
+    ``ttl_s`` above ``max_ttl_s`` is capped to it.
+    """
+    if not subject or len(subject) > 256:
+        raise ValueError("subject must be 1-256 characters")
+    if ttl_s < 1:
+        raise ValueError("ttl must be at least one second")
+    ttl = min(int(ttl_s), int(max_ttl_s))
+    now = int(clock())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": secrets.token_urlsafe(16),
+        "groups": list(dict.fromkeys(groups)),
+    }
+    if email:
+        claims["email"] = email
+    keyring.refresh()
+    kid, key = keyring.signing
+    token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"})
+    return token, claims
+
+
+class TokenVerifier:
+    """``verify(token) -> Identity`` or :class:`TokenError`."""
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        *,
+        issuer: str,
+        audience: str,
+        max_ttl_s: int,
+        leeway_s: float = 30.0,
+    ) -> None:
+        if not issuer or not audience:
+            raise ValueError("issuer and audience are required")
+        self.keyring = keyring
+        self.issuer = issuer
+        self.audience = audience
+        self.max_ttl_s = max_ttl_s
+        self.leeway_s = leeway_s
+
+    def verify(self, token: str) -> Identity:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise TokenError("malformed", "token missing or too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("malformed", "token is not a JWT") from None
+        if header.get("alg") != ALGORITHM:
+            raise TokenError("bad_algorithm", "token algorithm not accepted")
+        if any(h in header for h in _FORBIDDEN_HEADERS):
+            raise TokenError("bad_header", "token header not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not KID_RE.match(kid):
+            raise TokenError("unknown_key", "token key id missing or malformed")
+        self.keyring.refresh()
+        key = self.keyring.by_id.get(kid)
+        if key is None:
+            raise TokenError("unknown_key", "token key id not known")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway_s,
+                options={
+                    "require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"],
+                    "strict_aud": True,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("expired", "token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("not_yet_valid", "token not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("bad_audience", "token audience not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("bad_issuer", "token issuer not accepted") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("bad_signature", "token signature invalid") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenError("missing_claim", f"token lacks {exc.claim}") from None
+        except jwt.PyJWTError:
+            raise TokenError("invalid", "token invalid") from None
+        return self._identity(claims)
+
+    def _identity(self, claims: dict[str, Any]) -> Identity:
+        sub, iat, exp = claims.get("sub"), claims.get("iat"), claims.get("exp")
+        if not isinstance(sub, str) or not sub or len(sub) > 256 or any(ord(c) < 32 for c in sub):
+            raise TokenError("bad_subject", "token subject not accepted")
+        if not isinstance(iat, (int, float)) or not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise TokenError("invalid", "token times invalid")
+        if exp - iat > self.max_ttl_s + self.leeway_s:
+            raise TokenError("ttl_too_long", "token lifetime exceeds the allowed maximum")
+        groups = claims.get("groups", [])
+        if not isinstance(groups, list) or len(groups) > 256 or not all(isinstance(g, str) for g in groups):
+            raise TokenError("bad_groups", "token groups must be a list of strings")
+        email = claims.get("email", "")
+        if not isinstance(email, str) or len(email) > 254:
+            raise TokenError("bad_email", "token email not accepted")
+        return Identity(
+            user=sub,
+            email=email,
+            groups=frozenset(groups),
+            auth_method="token",
+            expires_at=float(exp),
+        )

@@ -1,0 +1,174 @@
+"""Session: resolve the signed session cookie into a server-side session record.
+
+Puts the record (or None) in ``ctx.extra["session"]`` and why in
+``ctx.extra["session_reason"]`` (see ``gateway.auth.sessions.REASONS``); the
+authentication layer turns it into the identity.  It also
+
+* records activity for the idle timeout (at most once a minute per session),
+* clears a cookie that failed (bad signature, expired, revoked) on the
+  response, so the browser stops sending it,
+* removes the session cookie from the headers passed inward, so no tool
+  script can read it through ``st.context.cookies``,
+* watches open websockets: on an inbound message, at most every
+  ``recheck_interval_s``, the session is checked again, and a session that
+  was revoked or expired closes the socket with code 4401.
+
+On https only ``__Host-toolgate_session`` is read: the plain name could have
+been planted by a sibling subdomain or a plain-http response.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth.sessions import COOKIE_HTTP, COOKIE_HTTPS, SessionManager, SessionRecord, scope_https
+from gateway.context import SCOPE_KEY, RequestContext, get_context
+
+WS_CLOSE_SESSION_ENDED = 4401
+_OUR_COOKIES = (COOKIE_HTTP, COOKIE_HTTPS)
+
+
+def ensure_context(scope: Scope) -> RequestContext:
+    """The request context; a minimal one if this layer runs without the context layer."""
+    ctx = get_context(scope)
+    if ctx is None:
+        client = scope.get("client")
+        ctx = RequestContext(
+            request_id=secrets.token_hex(16),
+            client_ip=client[0] if client else "",
+            scheme="https" if scope.get("scheme") in ("https", "wss") else "http",
+            host="",
+        )
+        scope[SCOPE_KEY] = ctx
+    return ctx
+
+
+def _split_cookies(headers: list[tuple[bytes, bytes]], wanted: str) -> tuple[str, list[tuple[bytes, bytes]] | None]:
+    """The value of cookie ``wanted``, and the headers with our cookies removed
+    (None when there was nothing to remove, to keep the common path allocation-free)."""
+    value = ""
+    found = False
+    for name, raw in headers:
+        if name == b"cookie" and b"toolgate_session" in raw:
+            found = True
+            break
+    if not found:
+        return "", None
+    out: list[tuple[bytes, bytes]] = []
+    for name, raw in headers:
+        if name != b"cookie" or b"toolgate_session" not in raw:
+            out.append((name, raw))
+            continue
+        kept = []
+        for part in raw.decode("latin-1").split(";"):
+            cname, sep, cvalue = part.partition("=")
+            cname = cname.strip()
+            if sep and cname in _OUR_COOKIES:
+                if cname == wanted and not value:
+                    value = cvalue.strip().strip('"')
+                continue
+            if part.strip():
+                kept.append(part.strip())
+        if kept:
+            out.append((b"cookie", "; ".join(kept).encode("latin-1")))
+    return value, out
+
+
+class SessionMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        sessions: SessionManager,
+        https: bool | None = None,
+        strip_cookie: bool = True,
+        recheck_interval_s: float = 5.0,
+    ) -> None:
+        """``https``: force the cookie flavour; None asks the request context per request."""
+        if recheck_interval_s < 0:
+            raise ValueError("recheck_interval_s must not be negative")
+        self.app = app
+        self.sessions = sessions
+        self.https = https
+        self.strip_cookie = strip_cookie
+        self.recheck_interval_s = recheck_interval_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        ctx = ensure_context(scope)
+        https = self.https if self.https is not None else scope_https(scope)
+        value, stripped = _split_cookies(scope["headers"], self.sessions.cookie_name(https))
+        if stripped is not None and self.strip_cookie:
+            scope["headers"] = stripped
+
+        record: SessionRecord | None = None
+        reason = "missing"
+        if value:
+            record, reason = await self.sessions.resolve(value, https=https)
+            if record is not None:
+                record = await self.sessions.touch(record)
+        ctx.extra["session"] = record
+        ctx.extra["session_reason"] = reason
+
+        if scope["type"] == "websocket":
+            if record is not None:
+                receive, send = self._watch_websocket(ctx, record, receive, send)
+            await self.app(scope, receive, send)
+            return
+        if reason not in ("ok", "missing"):
+            send = self._clearing_send(send, https)
+        await self.app(scope, receive, send)
+
+    def _clearing_send(self, send: Send, https: bool) -> Send:
+        name = self.sessions.cookie_name(https).encode("latin-1") + b"="
+        clear = self.sessions.clear_cookie_header(https)
+
+        async def send_clearing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                # A response that sets a new session (sign-in) must not be undone.
+                if not any(k.lower() == b"set-cookie" and v.startswith(name) for k, v in headers):
+                    headers.append((b"set-cookie", clear))
+                    message["headers"] = headers
+            await send(message)
+
+        return send_clearing
+
+    def _watch_websocket(
+        self, ctx: RequestContext, record: SessionRecord, receive: Receive, send: Send
+    ) -> tuple[Receive, Send]:
+        sessions = self.sessions
+        interval = self.recheck_interval_s
+        state: dict[str, Any] = {"record": record, "checked": sessions.clock(), "closed": False}
+
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] != "websocket.receive" or state["closed"]:
+                return message
+            now = sessions.clock()
+            if now - state["checked"] < interval:
+                return message
+            state["checked"] = now
+            identity = ctx.identity
+            if identity is None or identity.session_id != record.session_id:
+                return message  # this socket is not riding on the session
+            current, reason = await sessions.check(state["record"])
+            if current is None:
+                state["closed"] = True
+                ctx.extra["session_reason"] = reason
+                await send({"type": "websocket.close", "code": WS_CLOSE_SESSION_ENDED, "reason": "session ended"})
+                return {"type": "websocket.disconnect", "code": WS_CLOSE_SESSION_ENDED}
+            state["record"] = await sessions.touch(current)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["closed"]:
+                return  # the socket is closed; the app learns it from receive()
+            await send(message)
+
+        return watched_receive, guarded_send
