@@ -92,11 +92,10 @@ def init_dir(target: Path, *, demo: bool = False, host: str = "127.0.0.1", port:
     os.chmod(secrets_dir, 0o700)
     (target / "audit").mkdir(mode=0o700, exist_ok=True)
 
-    from gateway.auth.keyring import new_keyring_file_content
-    from gateway.auth.tokens import new_token_keys_file_content
+    from gateway.auth.keyring import new_session_key, new_token_key_line
 
-    _write_secret(secrets_dir / "session.keys", new_keyring_file_content())
-    _write_secret(secrets_dir / "token.keys", new_token_keys_file_content())
+    _write_secret(secrets_dir / "session.keys", new_session_key() + "\n")
+    _write_secret(secrets_dir / "token.keys", new_token_key_line() + "\n")
     _write_secret(secrets_dir / "audit.key", new_key() + "\n")
 
     policies = target / "policies"

@@ -49,3 +49,17 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+    _adopt_streamlit_loggers(handler)
+
+
+def _adopt_streamlit_loggers(handler: logging.Handler) -> None:
+    """Streamlit gives each of its loggers a console handler of its own and
+    stops propagation; hand them ours instead so its lines are structured too."""
+    from streamlit import logger as st_logger
+
+    def setup_formatter(lg: logging.Logger) -> None:
+        lg.handlers[:] = [handler]
+
+    st_logger.setup_formatter = setup_formatter
+    for lg in list(st_logger._loggers.values()):
+        setup_formatter(lg)

@@ -41,13 +41,9 @@ def make_config_dir(
     target.mkdir(parents=True, exist_ok=True)
     write_secret(target / "secrets" / "session.keys", secrets.token_hex(32) + "\n")
     write_secret(target / "secrets" / "audit.key", secrets.token_hex(32) + "\n")
-    try:
-        from gateway.auth.tokens import new_token_keys_file_content
+    from gateway.auth.keyring import new_token_key_line
 
-        token_keys = new_token_keys_file_content()
-    except ImportError:
-        token_keys = "k1:" + secrets.token_hex(32) + "\n"
-    write_secret(target / "secrets" / "token.keys", token_keys)
+    write_secret(target / "secrets" / "token.keys", new_token_key_line() + "\n")
     if not (target / "policies").exists():
         shutil.copytree(ROOT / "policies", target / "policies", ignore=shutil.ignore_patterns("README.md"))
     users = target / "users.toml"

@@ -62,6 +62,8 @@ WELL_KNOWN_IDENTITY_HEADERS = (
 USER_HEADER = b"x-gateway-user"
 EMAIL_HEADER = b"x-gateway-email"
 GROUPS_HEADER = b"x-gateway-groups"
+AUTH_METHOD_HEADER = b"x-gateway-auth-method"
+EXPIRES_HEADER = b"x-gateway-session-expires"
 _PREFIX = b"x-gateway-"
 
 
@@ -84,10 +86,15 @@ def _header_value(text: str) -> bytes:
 def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
     # A comma inside a group name would split it into two groups downstream.
     groups = ",".join(sorted(g for g in identity.groups if "," not in g))
+    expires = (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(identity.expires_at)) if identity.expires_at else ""
+    )
     return [
         (USER_HEADER, _header_value(identity.user)),
         (EMAIL_HEADER, _header_value(identity.email)),
         (GROUPS_HEADER, _header_value(groups)),
+        (AUTH_METHOD_HEADER, _header_value(identity.auth_method)),
+        (EXPIRES_HEADER, _header_value(expires)),
     ]
 
 

@@ -44,6 +44,7 @@ Normalize = Callable[[str], str]  # raises ValueError on hostile paths (NUL, enc
 DenyText = Callable[[AccessQuery, Decision], str]
 
 LOGIN_PATH = "/auth/login"
+SESSION_NOTICES = frozenset({"expired_idle", "expired_absolute", "revoked"})
 WS_POLICY_VIOLATION = 1008
 
 
@@ -102,7 +103,7 @@ class AuthorizationMiddleware:
         identity = ctx.identity
         if identity is None:
             self._deny(ctx, "anonymous")
-            await self._anonymous(scope, receive, send, method, is_ws)
+            await self._anonymous(scope, receive, send, method, is_ws, ctx.extra.get("session_reason"))
             return
 
         if kind == "unknown":
@@ -133,7 +134,9 @@ class AuthorizationMiddleware:
         ctx.deny_reason = reason  # type: ignore[attr-defined]
 
     @staticmethod
-    async def _anonymous(scope: Scope, receive: Receive, send: Send, method: str, is_ws: bool) -> None:
+    async def _anonymous(
+        scope: Scope, receive: Receive, send: Send, method: str, is_ws: bool, session_reason: object
+    ) -> None:
         if is_ws:
             await send_error(scope, receive, send, 401, ws_close_code=WS_POLICY_VIOLATION)
             return
@@ -146,4 +149,7 @@ class AuthorizationMiddleware:
         raw_query = scope.get("query_string", b"").decode("latin-1")
         next_path = scope["path"] + (f"?{raw_query}" if raw_query else "")
         location = f"{LOGIN_PATH}?next={quote(next_path, safe='')}"
+        if session_reason in SESSION_NOTICES:
+            # The sign-in page explains why (fixed texts only, keyed by reason).
+            location += f"&reason={session_reason}"
         await RedirectResponse(location, status_code=303)(scope, receive, send)

@@ -36,7 +36,7 @@ def assert_clean(body: dict, expected_user: str | None) -> None:  # type: ignore
         assert not any(n.startswith("x-gateway-") for n in names)
     else:
         assert header_values(body, "x-gateway-user") == [expected_user]
-        assert [n for n in names if n.startswith("x-gateway-")] == ["x-gateway-user", "x-gateway-email", "x-gateway-groups"]
+        assert [n for n in names if n.startswith("x-gateway-")] == ["x-gateway-user", "x-gateway-email", "x-gateway-groups", "x-gateway-auth-method", "x-gateway-session-expires"]
 
 
 async def test_anonymous_spoofing_over_http(env: Env) -> None:
