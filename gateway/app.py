@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import structlog
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from gateway import runtime, streamlit_config
 from gateway.errors import error_response
@@ -75,8 +76,17 @@ def _exception_handlers() -> dict[Any, Any]:
     return {HTTPException: http_error, 500: server_error}
 
 
-def create_app(settings: Settings, *, services: Services | None = None) -> Any:
-    """Build the gateway: ``st.App`` for ``tools_ui/app.py`` wrapped in the chain."""
+def create_app(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Any:
+    """Build the gateway: ``st.App`` for ``tools_ui/app.py`` wrapped in the chain.
+
+    ``extra_routes`` are mounted behind the whole chain like the gateway's own
+    (an embedding application's APIs); they get no exemption from policy.
+    """
     import streamlit as st
 
     services = services or build_services(settings)
@@ -95,7 +105,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Any:
     app = st.App(
         TOOLS_SCRIPT,
         lifespan=lifespan,
-        routes=[*core_routes(settings, services.readiness_checks()), *services.routes()],
+        routes=[*core_routes(settings, services.readiness_checks()), *services.routes(), *extra_routes],
         middleware=build_chain(services),
         exception_handlers=_exception_handlers(),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +34,17 @@ from gateway.tools import Tool
 log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
+
+
+def _ip_or_none(address: str | None) -> str | None:
+    """An unknown client address matches no ``networks`` condition (rather than erroring)."""
+    if not address:
+        return None
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
 
 
 def _unavailable(scope: Scope) -> ASGIApp:
@@ -75,7 +87,7 @@ class Services:
             email=ident.email or None,
             path=q.path,
             method=q.method,
-            ip=q.client_ip or None,
+            ip=_ip_or_none(q.client_ip),
             at=dt.datetime.now(dt.UTC),
         )
 
@@ -94,7 +106,7 @@ class Services:
             email=user.email or None,
             tool=tool.id,
             method="GET",
-            ip=user.ip or None,
+            ip=_ip_or_none(user.ip),
             at=dt.datetime.now(dt.UTC),
         )
 

@@ -40,7 +40,7 @@ class AccessQuery:
 
 
 Authorize = Callable[[AccessQuery], Decision]
-Normalize = Callable[[str], str]  # raises ValueError on hostile paths (NUL, encoded slash, …)
+Normalize = Callable[[str | bytes], str]  # raises ValueError on hostile paths (NUL, encoded slash, …)
 DenyText = Callable[[AccessQuery, Decision], str]
 
 LOGIN_PATH = "/auth/login"
@@ -73,6 +73,14 @@ class AuthorizationMiddleware:
         is_ws = scope["type"] == "websocket"
         method = "GET" if is_ws else scope["method"]
 
+        # The policy path comes from the raw bytes, before the server's own
+        # percent-decoding could hide an encoded slash or dot segment.
+        try:
+            path = self.normalize(scope.get("raw_path") or scope["path"])
+        except ValueError:
+            self._deny(ctx, "hostile_path")
+            await send_error(scope, receive, send, 400, detail="The request path is not allowed.")
+            return
         raw = scope["path"]
         canon = canonical_path(raw)
         if canon != raw:
@@ -83,12 +91,6 @@ class AuthorizationMiddleware:
                 return
             self._deny(ctx, "non_canonical_path")
             await send_error(scope, receive, send, 400, detail="The request path is not canonical.")
-            return
-        try:
-            path = self.normalize(canon)
-        except ValueError:
-            self._deny(ctx, "hostile_path")
-            await send_error(scope, receive, send, 400, detail="The request path is not allowed.")
             return
         ctx.path = path
         kind = classify(path)

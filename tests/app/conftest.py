@@ -1,0 +1,113 @@
+"""One real gateway (uvicorn, full chain, real Streamlit) for the whole module set."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.auth.users import UserDirectory
+from tests.helpers import ROOT, free_port, make_config_dir
+
+USERS = {
+    "alice": ("correct-horse-7781", ["employees"], "alice@example.com"),
+    "sam": ("battery-staple-4412", ["employees", "security"], "sam@example.com"),
+    "aud": ("ledger-quill-9036", ["auditors"], "aud@example.com"),
+}
+
+TEST_POLICY = """
+# Test-only routes of tests/app/probe_server.py: any signed-in user.
+[[rule]]
+id = "test-probes"
+effect = "allow"
+description = "test probes"
+paths = ["/api/test/**"]
+groups = ["employees", "auditors", "security"]
+"""
+
+
+@dataclass
+class Gateway:
+    url: str
+    config: Path
+    proc: subprocess.Popen
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=20, **kw)
+
+    def login(self, user: str, client: httpx.Client | None = None) -> httpx.Client:
+        c = client or self.client()
+        form = c.get("/auth/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        r = c.post("/auth/login", data={"username": user, "password": USERS[user][0], "csrf_token": token, "next": "/"})
+        assert r.status_code == 303, r.text
+        return c
+
+    @contextlib.contextmanager
+    def signed_in(self, user: str):
+        c = self.client()
+        try:
+            yield self.login(user, c)
+        finally:
+            c.close()
+
+    def log(self) -> str:
+        return (self.config.parent / "gateway.log").read_text(errors="replace")
+
+
+def start_gateway(config: Path, port: int, script: str = "tests/app/probe_server.py", env: dict | None = None) -> subprocess.Popen:
+    log = (config.parent / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, script, str(config), str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((config.parent / "gateway.log").read_text()[-3000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("gateway did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def add_users(config: Path) -> None:
+    users = UserDirectory(config.parent / "users.toml")
+    for name, (password, groups, email) in USERS.items():
+        users.add(name, password, groups=groups, email=email)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory) -> Gateway:
+    port = free_port()
+    config = make_config_dir(tmp_path_factory.mktemp("gw"), port=port)
+    (config.parent / "policies" / "99-test-probes.toml").write_text(TEST_POLICY)
+    add_users(config)
+    proc = start_gateway(config, port)
+    try:
+        yield Gateway(url=f"http://127.0.0.1:{port}", config=config, proc=proc)
+    finally:
+        stop(proc)
