@@ -42,6 +42,7 @@ def streamlit_options(settings: Settings, session_key: bytes) -> dict[str, Any]:
         "server.maxUploadSize": upload_mb,
         "server.allowedHosts": list(settings.server.trusted_hosts),
         "global.developmentMode": False,
+        "global.e2eTest": False,  # would let a client stop the runtime over the websocket
         "client.showErrorDetails": "none",  # tracebacks stay in the server log
         "client.toolbarMode": "viewer",
         "client.showSidebarNavigation": True,
