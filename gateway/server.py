@@ -77,11 +77,9 @@ async def _serve_all(server: uvicorn.Server, settings: Settings, host: str) -> N
     if not port:
         await server.serve()
         return
-    from functools import partial
+    from gateway.middleware.https_redirect import RedirectOnlyApp
 
-    from gateway.middleware.https_redirect import redirect_only_app
-
-    app = partial(redirect_only_app, base=settings.server.public_url.rstrip("/"))
+    app = RedirectOnlyApp(settings.server.public_url)
     redirect = _QuietServer(
         uvicorn.Config(app, host=host, port=port, proxy_headers=False, server_header=False,
                        access_log=False, log_config=None, lifespan="off")

@@ -42,27 +42,32 @@ class HTTPSRedirectMiddleware:
         await RedirectResponse(target, status_code=308)(scope, receive, send)
 
 
-async def redirect_only_app(scope: Scope, receive: Receive, send: Send, *, base: str) -> None:
+class RedirectOnlyApp:
     """The whole app of the plain-http listener next to a TLS one."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-    if not path.startswith("/") or path.startswith("//"):
-        path = "/"
-    query = scope.get("query_string", b"").decode("latin-1")
-    headers = [
-        (b"location", (base + path + (f"?{query}" if query else "")).encode("latin-1")),
-        (b"content-length", b"0"),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": 308, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        if not path.startswith("/") or path.startswith("//"):
+            path = "/"
+        query = scope.get("query_string", b"").decode("latin-1")
+        headers = [
+            (b"location", (self.base + path + (f"?{query}" if query else "")).encode("latin-1")),
+            (b"content-length", b"0"),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 308, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
