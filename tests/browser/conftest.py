@@ -46,7 +46,9 @@ class PageLog:
         page.on("request", lambda r: self.requests.append(r.url))
 
 
-@pytest.fixture(scope="session")
+# Module scope: the sync Playwright API keeps an event loop running in this
+# thread while it is open, which would starve pytest-asyncio's tests after it.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed (make test installs it)")
