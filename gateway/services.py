@@ -22,9 +22,12 @@ from starlette.types import ASGIApp, Scope
 
 from gateway.audit import AuditTrail, AuditUnavailable
 from gateway.auth import IdentityLayer, build_identity
+from gateway.context import get_context
 from gateway.errors import error_response
+from gateway.features import Feature, build_features
 from gateway.middleware.audit import AuditMiddleware
 from gateway.middleware.authorization import AccessQuery, AuthorizationMiddleware
+from gateway.middleware.security_headers import SecurityHeadersMiddleware
 from gateway.auth.keyring import KeyRingError
 from gateway.auth.users import UserError
 from gateway.policy import Decision, PolicyLoadError, PolicyStore, Request, normalize_path
@@ -48,7 +51,11 @@ def _ip_or_none(address: str | None) -> str | None:
 
 
 def _unavailable(scope: Scope) -> ASGIApp:
-    return error_response(scope, 503, detail="The audit trail cannot record requests right now; try again shortly.")
+    # The audit layer sits outside the headers layer, so its own refusal is
+    # hardened here rather than left bare.
+    ctx = get_context(scope)
+    response = error_response(scope, 503, detail="The audit trail cannot record requests right now; try again shortly.")
+    return SecurityHeadersMiddleware(response, https=bool(ctx and ctx.scheme == "https"))
 
 
 @dataclass
@@ -58,6 +65,7 @@ class Services:
     policy: PolicyStore
     identity: IdentityLayer
     upstream: Any = None
+    features: list[Feature] = field(default_factory=list)
     started: bool = False
     _stop: asyncio.Event | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -176,6 +184,8 @@ class Services:
                 brand=self.settings.server.brand,
                 https=self.settings.server.https,
             )
+        for feature in self.features:
+            routes += feature.routes()
         return routes
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
@@ -186,7 +196,10 @@ class Services:
         def audit() -> tuple[bool, dict[str, object]]:
             return self.audit.healthy, {"queue_depth": self.audit.queue_depth}
 
-        return {"policy": policy, "audit": audit}
+        checks: dict[str, ReadinessCheck] = {"policy": policy, "audit": audit}
+        for feature in self.features:
+            checks.update(feature.readiness())
+        return checks
 
     # ------------------------------------------------------------ lifecycle
 
@@ -197,7 +210,9 @@ class Services:
         self.started = True
         self._stop = asyncio.Event()
         self._tasks.append(asyncio.create_task(self.policy.run(self._stop), name="policy-reload"))
-        self.emit("gateway.start", details={"policy_version": self.policy.version})
+        for feature in self.features:
+            await feature.start()
+        self.emit("gateway.start", outcome="success", details={"policy_version": self.policy.version})
         log.info("gateway.started", policy_version=self.policy.version)
 
     async def stop(self) -> None:
@@ -211,7 +226,12 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        self.emit("gateway.stop")
+        for feature in reversed(self.features):
+            try:
+                await feature.stop()
+            except Exception:  # noqa: BLE001 - one feature must not keep the rest from stopping
+                log.exception("feature_stop_failed", feature=feature.name)
+        self.emit("gateway.stop", outcome="success")
         # Drain every queued event to disk before the process goes.
         await asyncio.to_thread(self.audit.close)
         log.info("gateway.stopped")
@@ -252,5 +272,6 @@ def build_services(settings: Settings) -> Services:
         raise ConfigError("auth.users_file", _one_line(exc)) from None
     services = Services(settings=settings, audit=audit, policy=policy, identity=identity, upstream=upstream)
     services_ref.append(services)
+    services.features = build_features(services)
     return services
 

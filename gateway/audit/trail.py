@@ -60,6 +60,14 @@ class AuditStats:
     seq: int
 
 
+# The order of the tuple that emit() queues (see emit()).
+_ITEM_FIELDS = (
+    "ts", "action", "outcome", "request_id", "client_ip", "user", "email", "groups", "auth_method", "method",
+    "path", "tool", "status", "bytes", "duration_ms", "decision", "rule_id", "policy_version", "user_agent",
+    "reason", "session_id", "details", "extra",
+)  # fmt: skip
+
+
 class AuditTrail:
     """Tamper-evident JSONL audit trail (see docs/audit-events.md).
 
@@ -85,6 +93,7 @@ class AuditTrail:
         self._seen_actions: set[str] = set()
         self._last_reject_log = 0.0
         self._rejects_since_log = 0
+        self._listeners: tuple[Callable[[dict[str, Any]], None], ...] = ()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -225,6 +234,35 @@ class AuditTrail:
             self._refuse(action)
         elif wake:
             self._wake.set()
+        if self._listeners:
+            self._notify(item)
+
+    # ------------------------------------------------------------ listeners
+
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for every accepted event (live feed, alerts, metrics).
+
+        ``event`` is a flat dict of the emit fields that were set, plus
+        ``action``, ``outcome`` and ``ts``.  Listeners run on the emitting
+        thread and must be quick and never raise (failures are logged and
+        swallowed).  Returns a function that unsubscribes.
+        """
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return unsubscribe
+
+    def _notify(self, item: Item) -> None:
+        event = {k: v for k, v in zip(_ITEM_FIELDS, item) if v is not None and k != "extra"}
+        if item[-1]:
+            event.update(item[-1])
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener never breaks auditing
+                log.exception("audit_listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))
 
     def _refuse(self, action: str) -> None:
         reason = self.unhealthy_reason or "unavailable"
