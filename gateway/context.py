@@ -44,8 +44,9 @@ class RequestContext:
     rule_id: str | None = None
     policy_version: str | None = None
     deny_reason: str | None = None
-    status: int | None = None
+    status: int | None = None  # set by the request-context layer as the response passes
     bytes_sent: int = 0
+    response_started: bool = False
     user_agent: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

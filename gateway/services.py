@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,11 +33,13 @@ from gateway.auth.keyring import KeyRingError
 from gateway.auth.users import UserError
 from gateway.policy import Decision, PolicyLoadError, PolicyStore, Request, normalize_path
 from gateway.settings import ConfigError, Settings
+from gateway.state import StateFeature, build_state
 from gateway.tools import Tool
 
 log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
+DECISION_CACHE_SIZE = 8192
 
 
 def _ip_or_none(address: str | None) -> str | None:
@@ -65,7 +68,9 @@ class Services:
     policy: PolicyStore
     identity: IdentityLayer
     upstream: Any = None
+    state: Any = None  # gateway.state backend (memory or redis)
     features: list[Feature] = field(default_factory=list)
+    _decisions: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
     started: bool = False
     _stop: asyncio.Event | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -100,7 +105,21 @@ class Services:
         )
 
     def authorize(self, q: AccessQuery) -> Decision:
-        return self.policy.decide(self.policy_request(q))
+        # Building a policy Request (normalising every field) costs more than
+        # the indexed decision itself; the same signed-in user asking for the
+        # same path again is the common case, so remember the answer for this
+        # policy version (and this minute, when time windows exist).
+        policy = self.policy.current
+        minute = int(time.time()) // 60 if policy.has_time_rules else 0
+        key = (q.identity, q.path, q.method, q.client_ip, policy.version, minute)
+        cache = self._decisions
+        decision = cache.get(key)
+        if decision is None:
+            decision = policy.decide(self.policy_request(q))
+            if len(cache) >= DECISION_CACHE_SIZE:
+                cache.clear()
+            cache[key] = decision
+        return decision
 
     def deny_text(self, q: AccessQuery, decision: Decision) -> str:
         return self.policy.current.denial_message(
@@ -242,11 +261,15 @@ def _one_line(exc: Exception) -> str:
 
 
 def build_services(settings: Settings) -> Services:
-    audit = AuditTrail(settings.audit)
     services_ref: list[Services] = []
 
     def emit(action: str, *, outcome: str | None = None, **fields: Any) -> None:
         services_ref[0].emit(action, outcome=outcome, **fields)
+
+    # Where sessions and counters live, and (with Redis) this process's own
+    # audit chain and replica id: several processes never share one trail.
+    state = build_state(settings, emit=emit)
+    audit = AuditTrail(state.audit_settings, replica_id=state.replica_id)
 
     upstream = None
     if settings.auth.upstream is not None:
@@ -264,14 +287,14 @@ def build_services(settings: Settings) -> Services:
         # Never start open: a policy set that does not load stops start-up.
         raise ConfigError("policy.dir", _one_line(exc)) from None
     try:
-        identity = build_identity(settings, emit=emit, upstream=upstream)
+        identity = build_identity(settings, emit=emit, upstream=upstream, state=state)
     except KeyRingError as exc:
         key = "auth.token_key_file" if str(settings.auth.token_key_file) in str(exc) else "session.keys_file"
         raise ConfigError(key, _one_line(exc)) from None
     except UserError as exc:
         raise ConfigError("auth.users_file", _one_line(exc)) from None
-    services = Services(settings=settings, audit=audit, policy=policy, identity=identity, upstream=upstream)
+    services = Services(settings=settings, audit=audit, policy=policy, identity=identity, upstream=upstream, state=state)
     services_ref.append(services)
-    services.features = build_features(services)
+    services.features = [StateFeature(state, services), *build_features(services)]
     return services
 

@@ -101,6 +101,18 @@ class AuditMiddleware:
             await self.unavailable_response(scope)(scope, receive, send)
             return
         started = time.perf_counter()
+        ctx = get_context(scope)
+        if ctx is not None:
+            # The request-context layer outside us already watches the
+            # response (status, bytes): no second send wrapper on the hot path.
+            try:
+                await self.app(scope, receive, send)
+            except BaseException as exc:
+                status = ctx.status or (499 if isinstance(exc, anyio.get_cancelled_exc_class()) else 500)
+                self._emit_http(scope, status, ctx.bytes_sent, started)
+                raise
+            self._emit_http(scope, ctx.status or 500, ctx.bytes_sent, started)
+            return
         status = 0
         nbytes = 0
 

@@ -83,7 +83,21 @@ def _header_value(text: str) -> bytes:
         return clean.encode("utf-8")
 
 
+_HEADER_CACHE: dict[Identity, list[tuple[bytes, bytes]]] = {}
+_HEADER_CACHE_MAX = 4096
+
+
 def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
+    """The verified identity as headers; cached per identity (a frozen value)."""
+    cached = _HEADER_CACHE.get(identity)
+    if cached is None:
+        if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+            _HEADER_CACHE.clear()
+        cached = _HEADER_CACHE[identity] = _identity_headers(identity)
+    return cached
+
+
+def _identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
     # A comma inside a group name would split it into two groups downstream.
     groups = ",".join(sorted(g for g in identity.groups if "," not in g))
     expires = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.context import get_context
 from gateway.errors import send_error
 
 
@@ -27,6 +28,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -37,11 +39,17 @@ class BodyLimitMiddleware:
                 if declared > self.limit:
                     await send_error(scope, receive, send, 413, headers={"connection": "close"})
                     return
-                break
+                has_body = declared > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:
+            # Neither Content-Length nor Transfer-Encoding: HTTP/1.1 says there
+            # is no body, so there is nothing to count.
+            await self.app(scope, receive, send)
+            return
 
         limit = self.limit
         received = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -52,14 +60,9 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, send)
         except BodyTooLarge:
-            if not started:
+            ctx = get_context(scope)
+            if ctx is None or not ctx.response_started:
                 await send_error(scope, receive, send, 413, headers={"connection": "close"})

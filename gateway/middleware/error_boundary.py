@@ -9,7 +9,7 @@ the id.
 from __future__ import annotations
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import get_context
 from gateway.errors import send_error
@@ -25,27 +25,20 @@ class ErrorBoundaryMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] in ("http.response.start", "websocket.accept", "websocket.close"):
-                started = True
-            await send(message)
-
+        ctx = get_context(scope)
+        if ctx is None:
+            raise RuntimeError("ErrorBoundaryMiddleware needs the request-context layer outside it")
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, send)
         except Exception:
-            ctx = get_context(scope)
             log.exception(
                 "unhandled_error",
-                request_id=ctx.request_id if ctx else None,
+                request_id=ctx.request_id,
                 path=scope.get("path"),
                 scope_type=scope["type"],
             )
-            if ctx:
-                ctx.extra["error"] = True
-            if started:
+            ctx.extra["error"] = True
+            if ctx.response_started:
                 # Headers are out; all we can do is end the exchange.
                 if scope["type"] == "websocket":
                     try:

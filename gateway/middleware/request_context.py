@@ -133,12 +133,26 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _with_request_id(ctx: RequestContext, send: Send) -> Send:
+        # The one send wrapper that watches the response for every layer:
+        # inner layers read ctx.status / ctx.bytes_sent / ctx.response_started
+        # instead of each wrapping send again (each wrapper costs on every
+        # message of every request).
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            t = message["type"]
+            if t == "http.response.body":
+                ctx.bytes_sent += len(message.get("body", b""))
+            elif t == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", ()) if k != b"x-request-id"]
                 headers.append((b"x-request-id", ctx.request_id.encode()))
                 message["headers"] = headers
                 ctx.status = message["status"]
+                ctx.response_started = True
+            elif t in ("websocket.accept", "websocket.close", "websocket.http.response.start"):
+                ctx.response_started = True
+                if t == "websocket.close" and ctx.status is None:
+                    ctx.status = 403 if not ctx.extra.get("ws_accepted") else None
+                elif t == "websocket.accept":
+                    ctx.extra["ws_accepted"] = True
             await send(message)
 
         return send_with_id
