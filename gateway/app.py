@@ -27,6 +27,7 @@ from gateway.middleware.ip_allowlist import IPAllowlistMiddleware
 from gateway.middleware.request_context import RequestContextMiddleware
 from gateway.middleware.security_headers import SecurityHeadersMiddleware
 from gateway.middleware.trusted_host import TrustedHostMiddleware
+from gateway.route_bundle import RouteBundle
 from gateway.routes import core_routes
 from gateway.services import Services, build_services
 from gateway.settings import Settings
@@ -105,7 +106,7 @@ def create_app(
     app = st.App(
         TOOLS_SCRIPT,
         lifespan=lifespan,
-        routes=[*core_routes(settings, services.readiness_checks()), *services.routes(), *extra_routes],
+        routes=[RouteBundle([*core_routes(settings, services.readiness_checks()), *services.routes(), *extra_routes])],
         middleware=build_chain(services),
         exception_handlers=_exception_handlers(),
     )
