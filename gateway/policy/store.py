@@ -35,6 +35,19 @@ _FULL_CHECK_EVERY = 10
 _READ_ATTEMPTS = 3
 
 
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class _Unstable(Exception):
     """Files changed while being read; try again on the next poll."""
 
@@ -260,6 +273,7 @@ class PolicyStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            _fsync_dir(self.dir)  # the rename itself must survive a crash
         except BaseException:
             try:
                 os.unlink(tmp)
