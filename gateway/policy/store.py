@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ class PolicyStore:
         self.problems: list[Problem] = []
         self.loaded_at = time.time()
         self._rejected_version: str | None = None
+        self._lock = threading.RLock()
         where = f"policy directory {self.dir}"
         if not self.dir.is_dir():
             raise PolicyLoadError([Problem("error", str(self.dir), None, "policy directory does not exist or is not a directory")], where=where)
@@ -208,8 +210,15 @@ class PolicyStore:
     # ------------------------------------------------------------ reloading
 
     def reload(self) -> bool:
-        """Re-read the directory now; True when a new version was applied."""
-        return self._apply(self._prepare(self._policy.version))
+        """Re-read the directory now; True when a new version was applied.
+
+        Read, compile and apply happen under one lock shared with ``save``:
+        otherwise a poll that read the files just before a save could apply
+        the old content after the save's own reload and briefly bring back a
+        rule the editor had just removed.
+        """
+        with self._lock:
+            return self._apply(self._prepare(self._policy.version))
 
     def changed_on_disk(self) -> bool:
         """Cheap check (stat only) whether the files look different from the last read."""
@@ -230,8 +239,7 @@ class PolicyStore:
             polls += 1
             try:
                 if polls % _FULL_CHECK_EVERY == 0 or await asyncio.to_thread(self.changed_on_disk):
-                    outcome = await asyncio.to_thread(self._prepare, self._policy.version)
-                    self._apply(outcome)
+                    await asyncio.to_thread(self.reload)
             except Exception:
                 log.exception("policy.poll_failed", dir=str(self.dir))
 
@@ -248,6 +256,10 @@ class PolicyStore:
         bad = check_file_name(filename)
         if bad:
             raise PolicyLoadError([Problem("error", str(filename), None, bad)])
+        with self._lock:
+            return self._save_locked(filename, text, require_tests=require_tests)
+
+    def _save_locked(self, filename: str, text: str, *, require_tests: bool) -> Policy:
         sources: dict[str, str | bytes] = dict(read_dir(self.dir))
         sources[filename] = text
         parsed = parse_sources(sources, known_groups=self.known_groups)
