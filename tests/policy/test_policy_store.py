@@ -227,3 +227,44 @@ def test_version_depends_on_names_and_content_only(pdir: Path, tmp_path: Path) -
     assert PolicyStore(other).version == a
     (other / "10-sales.toml").rename(other / "11-sales.toml")
     assert PolicyStore(other).version != a
+
+
+def test_a_poll_that_read_before_a_save_cannot_undo_the_save(tmp_path):
+    """The poller reads old files, a save lands, then the poll applies: the save must win."""
+    import threading
+
+    from gateway.policy import PolicyStore
+
+    d = tmp_path / "p"
+    d.mkdir()
+    rule = '[[rule]]\nid = "r"\neffect = "allow"\ndescription = "d"\ntools = ["{tool}"]\ngroups = ["employees"]\n'
+    (d / "a.toml").write_text(rule.format(tool="sales"))
+    store = PolicyStore(d)
+    old_version = store.version
+
+    read_done, save_may_finish = threading.Event(), threading.Event()
+    real_prepare = store._prepare
+
+    def slow_prepare(current):
+        outcome = real_prepare(current)  # reads the pre-save files
+        read_done.set()
+        save_may_finish.wait(timeout=5)
+        return outcome
+
+    store._prepare = slow_prepare
+    (d / "a.toml").write_text(rule.format(tool="ops"))  # an outside edit the poll will see
+    poll = threading.Thread(target=store.reload)
+    poll.start()
+    assert read_done.wait(timeout=5)
+    store._prepare = real_prepare
+    saver = threading.Thread(target=store.save, args=("a.toml", rule.format(tool="audit")), kwargs={"require_tests": False})
+    saver.start()
+    saver.join(timeout=1)  # without the lock the save completes here, before the stale poll applies
+    save_may_finish.set()
+    poll.join(timeout=10)
+    saver.join(timeout=10)
+    assert store.version != old_version
+    assert [r.id for r in store.current.rules] == ["r"]
+    assert "audit" in (d / "a.toml").read_text()
+    # What serves is what is on disk: the saved file, not the poll's stale read.
+    assert store.current.decide(__import__("gateway.policy", fromlist=["Request"]).Request(user="u", groups=["employees"], tool="audit")).allowed
