@@ -52,4 +52,6 @@ class BaseFeature:
 def build_features(services: "Services") -> list[Feature]:
     """Every optional feature, in start order (stopped in reverse)."""
     features: list[Feature] = []
+    from gateway.platform_features import build as platform; features += platform(services)  # noqa: E702 - metrics, alerts, jobs, APIs, MCP, guide
+    from gateway.live import security_tools_features; features += security_tools_features(services)  # noqa: E702 - live feed, audit viewer
     return features

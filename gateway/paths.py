@@ -29,6 +29,16 @@ PUBLIC_EXACT = frozenset(
 )
 PUBLIC_PREFIXES = ("/_gateway/static/",)
 
+# The user guide is signed-in only unless the configuration opens it
+# (``platform.docs_public``); set once at start-up by the docs feature.
+DOCS_EXACT, DOCS_PREFIX = "/docs", "/docs/"
+_docs_public = False
+
+
+def set_docs_public(enabled: bool) -> None:
+    global _docs_public
+    _docs_public = bool(enabled)
+
 # Gateway routes that need a signed-in (or token-bearing) user.
 GATEWAY_PREFIXES = ("/api/", "/ws/", "/mcp", "/docs/", "/metrics")
 GATEWAY_EXACT = frozenset({"/docs", "/metrics", "/sitemap.xml", "/manifest.webmanifest"})
@@ -63,7 +73,9 @@ def canonical_path(path: str) -> str:
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES)
+    if path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES):
+        return True
+    return _docs_public and (path == DOCS_EXACT or path.startswith(DOCS_PREFIX))
 
 
 def classify(path: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -127,6 +128,65 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class StateSettings:
+    """Where shared security state lives (sessions, sign-in counters, fleet registry)."""
+
+    backend: str = "memory"  # memory (one process) | redis (workers and replicas)
+    redis_url: str = "redis://127.0.0.1:6379/0"  # redis://, rediss:// (TLS) or unix://
+    password_file: Path | None = None  # the Redis password (AUTH), one line, mode 0600
+    tls_ca_file: Path | None = None  # rediss://: CA bundle to verify the server with
+    tls_cert_file: Path | None = None  # rediss://: client certificate (mutual TLS)
+    tls_key_file: Path | None = None
+    key_prefix: str = "toolgate:"
+    replica_id: str = ""  # stable name of this replica; default: the host name
+    timeout_s: float = 1.0  # connect/read timeout of one Redis call
+    health_interval_s: float = 1.0  # how often an outage is re-checked
+    max_connections: int = 64
+    # Seconds a replica may reuse a session record it read; revocations reach
+    # every replica at once by pub/sub regardless.  0: ask Redis every request.
+    session_cache_s: float = 1.0
+
+
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """Platform features: data API, MCP server, user guide, metrics, periodic self-checks."""
+
+    api: bool = True  # FastAPI data API at /api/v1 (when fastapi is installed)
+    mcp: bool = True  # MCP server at /mcp (when mcp is installed)
+    docs_public: bool = False  # the user guide at /docs without signing in
+    metrics_networks: tuple[IPNetwork, ...] = _LOCAL_NETWORKS  # /metrics only from these (and by policy)
+    session_sweep_interval_s: float = 60.0
+    integrity_check_interval_s: float = 900.0  # audit chain self-check; 0 = off
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Security alerts by e-mail and webhook (each channel off while unset)."""
+
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_security: str = "none"  # none | starttls | tls
+    smtp_username: str = ""
+    smtp_password_file: Path | None = None  # one line, mode 0600
+    email_from: str = "toolgate@localhost"
+    email_to: tuple[str, ...] = ()
+    webhook_url: str = ""
+    webhook_secret_file: Path | None = None  # HMAC key for X-Toolgate-Signature, mode 0600
+    signin_failures: int = 5  # failed sign-ins (one user or one address) within window_s
+    denied_burst: int = 20  # denied requests from one user within window_s
+    window_s: int = 300
+    cooldown_s: int = 900  # the same alert again only after this long
+    policy_changes: bool = True
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     config_path: Path
     base_dir: Path
@@ -135,6 +195,9 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
 
 # ---------------------------------------------------------------- raw loading
@@ -152,7 +215,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
 
 
-_SECTIONS = ("server", "session", "auth.oidc", "auth.upstream", "auth", "policy", "audit")
+_SECTIONS = ("server", "session", "auth.oidc", "auth.upstream", "auth", "policy", "audit", "state", "platform", "alerts")
 
 
 def _env_literal(raw: str) -> Any:
@@ -458,6 +521,106 @@ def _audit(raw: Any, base: Path) -> AuditSettings:
     return out
 
 
+_REPLICA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _state(raw: Any, base: Path) -> StateSettings:
+    s = _Section("state", raw, base)
+    d = StateSettings()
+    backend = s.str("backend", d.backend, allow_empty=False)
+    if backend not in ("memory", "redis"):
+        raise ConfigError(s.key("backend"), f'must be "memory" or "redis", got {backend!r}')
+    out = StateSettings(
+        backend=backend,
+        redis_url=s.str("redis_url", d.redis_url, allow_empty=False),
+        password_file=s.optional_path("password_file"),
+        tls_ca_file=s.optional_path("tls_ca_file"),
+        tls_cert_file=s.optional_path("tls_cert_file"),
+        tls_key_file=s.optional_path("tls_key_file"),
+        key_prefix=s.str("key_prefix", d.key_prefix, allow_empty=False),
+        replica_id=s.str("replica_id", d.replica_id),
+        timeout_s=s.float("timeout_s", d.timeout_s, lo=0.05, hi=30),
+        health_interval_s=s.float("health_interval_s", d.health_interval_s, lo=0.1, hi=60),
+        max_connections=s.int("max_connections", d.max_connections, lo=4, hi=10_000),
+        session_cache_s=s.float("session_cache_s", d.session_cache_s, lo=0, hi=5),
+    )
+    url = urlsplit(out.redis_url)
+    if url.scheme not in ("redis", "rediss", "unix") or (url.scheme != "unix" and not url.hostname):
+        raise ConfigError(s.key("redis_url"), "must be redis://host[:port][/db], rediss://... (TLS) or unix:///path")
+    tls_files = (("tls_ca_file", out.tls_ca_file), ("tls_cert_file", out.tls_cert_file), ("tls_key_file", out.tls_key_file))
+    if url.scheme != "rediss":
+        for k, p in tls_files:
+            if p is not None:
+                raise ConfigError(s.key(k), "only applies to a rediss:// (TLS) redis_url")
+    if (out.tls_cert_file is None) != (out.tls_key_file is None):
+        raise ConfigError(s.key("tls_key_file" if out.tls_cert_file else "tls_cert_file"), "tls_cert_file and tls_key_file must be set together")
+    if len(out.key_prefix) > 64 or any(c.isspace() for c in out.key_prefix):
+        raise ConfigError(s.key("key_prefix"), "must be at most 64 characters without spaces")
+    if out.replica_id and not _REPLICA_ID_RE.match(out.replica_id):
+        raise ConfigError(s.key("replica_id"), "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if backend == "redis":
+        for k, p in tls_files[:2]:
+            if p is not None and not p.is_file():
+                raise ConfigError(s.key(k), f"file not found: {p}")
+        for k, p in (("password_file", out.password_file), ("tls_key_file", out.tls_key_file)):
+            if p is not None:
+                _check_secret_file(s.key(k), p)
+    s.done()
+    return out
+
+
+def _platform(raw: Any, base: Path) -> PlatformSettings:
+    s = _Section("platform", raw, base)
+    d = PlatformSettings()
+    out = PlatformSettings(
+        api=s.bool("api", d.api),
+        mcp=s.bool("mcp", d.mcp),
+        docs_public=s.bool("docs_public", d.docs_public),
+        metrics_networks=s.networks("metrics_networks", d.metrics_networks),
+        session_sweep_interval_s=s.float("session_sweep_interval_s", d.session_sweep_interval_s, lo=1, hi=86400),
+        integrity_check_interval_s=s.float("integrity_check_interval_s", d.integrity_check_interval_s, lo=0, hi=7 * 86400),
+    )
+    if not out.metrics_networks:
+        raise ConfigError(s.key("metrics_networks"), "must list at least one network")
+    s.done()
+    return out
+
+
+def _alerts(raw: Any, base: Path) -> AlertSettings:
+    s = _Section("alerts", raw, base)
+    d = AlertSettings()
+    out = AlertSettings(
+        smtp_host=s.str("smtp_host", d.smtp_host).strip(),
+        smtp_port=s.int("smtp_port", d.smtp_port, lo=1, hi=65535),
+        smtp_security=s.str("smtp_security", d.smtp_security, allow_empty=False),
+        smtp_username=s.str("smtp_username", d.smtp_username),
+        smtp_password_file=s.optional_path("smtp_password_file"),
+        email_from=s.str("email_from", d.email_from, allow_empty=False),
+        email_to=s.strs("email_to", d.email_to),
+        webhook_url=s.str("webhook_url", d.webhook_url).strip(),
+        webhook_secret_file=s.optional_path("webhook_secret_file"),
+        signin_failures=s.int("signin_failures", d.signin_failures, lo=1, hi=100_000),
+        denied_burst=s.int("denied_burst", d.denied_burst, lo=1, hi=1_000_000),
+        window_s=s.int("window_s", d.window_s, lo=1, hi=86400),
+        cooldown_s=s.int("cooldown_s", d.cooldown_s, lo=0, hi=7 * 86400),
+        policy_changes=s.bool("policy_changes", d.policy_changes),
+        timeout_s=s.float("timeout_s", d.timeout_s, lo=0.5, hi=120),
+    )
+    if out.smtp_security not in ("none", "starttls", "tls"):
+        raise ConfigError(s.key("smtp_security"), f'must be "none", "starttls" or "tls", got {out.smtp_security!r}')
+    if "@" not in out.email_from:
+        raise ConfigError(s.key("email_from"), "must be an e-mail address")
+    if out.smtp_host and (not out.email_to or any("@" not in a or any(c.isspace() for c in a) for a in out.email_to)):
+        raise ConfigError(s.key("email_to"), "must list one or more e-mail addresses when smtp_host is set")
+    if out.webhook_url:
+        _check_url(s.key("webhook_url"), out.webhook_url)
+    for k, p in (("smtp_password_file", out.smtp_password_file), ("webhook_secret_file", out.webhook_secret_file)):
+        if p is not None:
+            _check_secret_file(s.key(k), p)
+    s.done()
+    return out
+
+
 def resolve_config_path(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     return Path(explicit or environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG)
@@ -473,7 +636,7 @@ def load_settings(
     raw = _read_toml(path)
     apply_env_overrides(raw, environ)
     base = path.parent
-    known = {"server", "session", "auth", "policy", "audit"}
+    known = {"server", "session", "auth", "policy", "audit", "state", "platform", "alerts"}
     for top in raw:
         if top not in known:
             raise ConfigError(top, "unknown section")
@@ -485,4 +648,7 @@ def load_settings(
         auth=_auth(raw.get("auth", {}), base),
         policy=_policy(raw.get("policy", {}), base),
         audit=_audit(raw.get("audit", {}), base),
+        state=_state(raw.get("state", {}), base),
+        platform=_platform(raw.get("platform", {}), base),
+        alerts=_alerts(raw.get("alerts", {}), base),
     )
