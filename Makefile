@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e ".[api,mcp]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
@@ -59,6 +59,7 @@ test: $(VENV)/.installed-test system-deps
 	$(VENV)/bin/pytest
 
 bench: $(VENV)/.installed-test bench-deps
+	$(PIP) install --quiet -e ".[test,bench]"
 	$(PY) benchmarks/chain_overhead.py
 
 clean:

@@ -27,6 +27,7 @@ from gateway.middleware.ip_allowlist import IPAllowlistMiddleware
 from gateway.middleware.request_context import RequestContextMiddleware
 from gateway.middleware.security_headers import SecurityHeadersMiddleware
 from gateway.middleware.trusted_host import TrustedHostMiddleware
+from gateway.paths import GATEWAY_EXACT, GATEWAY_PREFIXES
 from gateway.route_bundle import RouteBundle
 from gateway.routes import core_routes
 from gateway.services import Services, build_services
@@ -106,7 +107,13 @@ def create_app(
     app = st.App(
         TOOLS_SCRIPT,
         lifespan=lifespan,
-        routes=[RouteBundle([*core_routes(settings, services.readiness_checks()), *services.routes(), *extra_routes])],
+        routes=[
+            RouteBundle(
+                [*core_routes(settings, services.readiness_checks()), *services.routes(), *extra_routes],
+                namespace_prefixes=(*GATEWAY_PREFIXES, "/auth/", "/_gateway/"),
+                namespace_exact=GATEWAY_EXACT,
+            )
+        ],
         middleware=build_chain(services),
         exception_handlers=_exception_handlers(),
     )

@@ -25,6 +25,7 @@ PAGE_CSP = (
 )
 
 STATIC_PREFIX = "/_gateway/static"
+API_PREFIXES = ("/api/", "/mcp", "/_stcore/", "/metrics", "/ws/")
 
 _TITLES: dict[int, tuple[str, str, str]] = {
     # status: (code, title, message)
@@ -45,22 +46,25 @@ def status_info(status: int) -> tuple[str, str, str]:
 
 
 def wants_json(scope: Scope) -> bool:
-    """API clients get JSON: /api/ and /mcp paths, or an Accept that prefers it."""
-    path: str = scope.get("path", "")
-    if path.startswith(("/api/", "/mcp", "/_stcore/")):
-        return True
+    """JSON for API clients, HTML for browsers.
+
+    The ``Accept`` header decides when it names a type (a browser lists
+    text/html first, even on an /api/ page such as the API docs); without one,
+    or with only ``*/*``, API paths get JSON and everything else HTML.
+    """
     accept = ""
     for name, value in scope.get("headers", ()):
         if name == b"accept":
             accept = value.decode("latin-1").lower()
             break
-    if not accept:
+    html_at = accept.find("text/html")
+    json_at = accept.find("json")
+    if html_at != -1 and (json_at == -1 or html_at < json_at):
         return False
-    if "text/html" in accept:
-        # A browser asks for text/html first; an API client that lists both
-        # but puts JSON first still gets JSON.
-        return accept.find("application/json") != -1 and accept.find("application/json") < accept.find("text/html")
-    return "json" in accept or "*/*" not in accept
+    if json_at != -1:
+        return True
+    path: str = scope.get("path", "")
+    return path.startswith(API_PREFIXES)
 
 
 def page_html(

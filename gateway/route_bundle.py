@@ -29,7 +29,17 @@ def _claims(route: BaseRoute) -> tuple[set[str], set[str]]:
 
 
 class RouteBundle(BaseRoute):
-    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+    """``namespace_prefixes``/``namespace_exact``: paths the gateway owns even
+    where no route exists; they get the gateway's 404 instead of falling
+    through to Streamlit, which answers every unknown path with its SPA page."""
+
+    def __init__(
+        self,
+        routes: Sequence[BaseRoute],
+        *,
+        namespace_prefixes: Sequence[str] = (),
+        namespace_exact: Sequence[str] = (),
+    ) -> None:
         self.routes = list(routes)
         self.router = Router(routes=self.routes, redirect_slashes=False)
         exact: set[str] = set()
@@ -38,8 +48,10 @@ class RouteBundle(BaseRoute):
             e, p = _claims(route)
             exact |= e
             prefixes |= p
-        self.exact = frozenset(exact)
-        self.prefixes = tuple(sorted(prefixes))
+        self.exact = frozenset(exact | set(namespace_exact))
+        self.prefixes = tuple(sorted(prefixes | set(namespace_prefixes)))
+        self.namespace_prefixes = tuple(namespace_prefixes)
+        self.namespace_exact = frozenset(namespace_exact)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] not in ("http", "websocket"):
@@ -54,6 +66,8 @@ class RouteBundle(BaseRoute):
                 return Match.FULL, {}
             if match is Match.PARTIAL:
                 best = Match.PARTIAL
+        if best is Match.NONE and (path in self.namespace_exact or path.startswith(self.namespace_prefixes)):
+            return Match.FULL, {}  # ours, but nothing here: the inner router answers 404
         return best, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:

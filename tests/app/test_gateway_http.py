@@ -238,3 +238,15 @@ def test_every_request_is_audited_with_decision(gateway: Gateway):
     assert record is not None, "request not in the audit trail"
     flat = json.dumps(record)
     assert "alice" in flat and "deny" in flat and "audit" in flat
+
+
+@pytest.mark.parametrize("path", ["/api/test/nothing-here", "/api/nope", "/auth/nope", "/_gateway/nope"])
+def test_unrouted_paths_in_the_gateway_namespace_are_404_not_the_spa(gateway: Gateway, path: str):
+    with gateway.signed_in("sam") as c:
+        r = c.get(path, headers={"accept": "application/json"})
+    # Streamlit would answer 200 with its SPA page; the gateway owns these paths.
+    assert r.status_code in (403, 404), r.status_code
+    assert "<div id=\"root\">" not in r.text
+    with gateway.signed_in("sam") as c:
+        allowed = c.get("/api/test/nothing-here", headers={"accept": "application/json"})
+    assert allowed.status_code == 404 and allowed.json()["error"]["code"] == "not_found"
