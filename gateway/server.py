@@ -6,12 +6,17 @@
 - ``server_header=False``: no ``Server`` banner.
 - graceful shutdown: in-flight requests finish, the lifespan drains the audit
   queue and closes websockets.
+- ``--workers N``: N processes on one socket, each built by the factory in
+  :mod:`gateway.asgi`.  Only with ``[state] backend = "redis"``: with the
+  memory backend each process would hold its own sessions and counters, so a
+  sign-out in one would not end the session in the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 
 import structlog
@@ -25,7 +30,7 @@ log = structlog.get_logger(__name__)
 GRACEFUL_SHUTDOWN_S = 15
 
 
-def uvicorn_config(app: object, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: object, settings: Settings, *, host: str, port: int, **extra: object) -> uvicorn.Config:
     s = settings.server
     return uvicorn.Config(
         app,
@@ -43,13 +48,16 @@ def uvicorn_config(app: object, settings: Settings, *, host: str, port: int) -> 
         ssl_keyfile=str(s.tls_key) if s.tls_key else None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         h11_max_incomplete_event_size=64 * 1024,
+        **extra,  # type: ignore[arg-type]
     )
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1) -> int:
     gateway_logging.configure()
-    if workers != 1:
-        raise ConfigError("--workers", "more than one worker needs a shared state backend (not available yet); use 1")
+    if workers < 1:
+        raise ConfigError("--workers", f"must be at least 1, got {workers}")
+    if workers > 1:
+        return _serve_workers(settings, host=host, port=port, workers=workers)
     from gateway.app import create_app
 
     app = create_app(settings)
@@ -62,6 +70,37 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         asyncio.run(_serve_all(server, settings, h))
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _serve_workers(settings: Settings, *, host: str | None, port: int | None, workers: int) -> int:
+    if settings.state.backend != "redis":
+        raise ConfigError(
+            "state.backend",
+            f'--workers {workers} needs state.backend = "redis" (with "memory" each worker would keep its own sessions)',
+        )
+    if settings.server.http_redirect_port:
+        raise ConfigError("server.http_redirect_port", "is not supported with --workers; redirect to https on the proxy")
+    from uvicorn.supervisors import Multiprocess
+
+    from gateway.services import build_services
+
+    # Build everything once here so a bad policy, key or users file stops
+    # start-up with one line, rather than N workers crash-looping on it.
+    build_services(settings).state.release()
+    os.environ["GATEWAY_CONFIG"] = str(settings.config_path)
+    h = host or settings.server.host
+    p = port if port is not None else settings.server.port
+    config = uvicorn_config("gateway.asgi:create_app", settings, host=h, port=p, factory=True, workers=workers)
+    scheme = "https" if settings.server.tls_cert else "http"
+    log.info("gateway.listening", url=f"{scheme}://{h}:{p}", public_url=settings.server.public_url, workers=workers)
+    sock = config.bind_socket()
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
     return 0
 
 

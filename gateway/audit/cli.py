@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.settings import ConfigError, load_settings
 
 from .chain import load_key
-from .verify import TORN_TAIL, verify_paths
+from .verify import TORN_TAIL, VerifyResult, chain_groups, verify_paths
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="verify the HMAC chain of audit files",
         description=(
-            "Verify audit files: each PATH is a file or a directory (all its *.jsonl files). "
-            "Files are checked as one series, ordered by their chain links. "
+            "Verify audit files: each PATH is a file or a directory (all its *.jsonl files, sub-folders included). "
+            "Files are checked as one series per chain, ordered by their chain links; a directory holding the "
+            "trails of several replicas or workers is checked chain by chain (grouped by the replica id in "
+            "the records). "
             "Exit 0 when intact, 1 naming the first bad record, 2 on a configuration/key problem."
         ),
     )
@@ -55,13 +57,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _err(f"configuration error: {exc}")
         return 2
     try:
-        res = verify_paths(args.paths, keys)
+        groups = chain_groups(args.paths)
+        if len(groups) > 1:
+            return _verify_chains(groups, keys)
+        res = verify_paths(groups[0][1] if groups else args.paths, keys)
     except FileNotFoundError as exc:
         _err(f"error: {exc}")
         return 2
     except OSError as exc:
         _err(f"error: cannot read {exc.filename}: {exc.strerror}")
         return 2
+    return _report(res)
+
+
+def _verify_chains(groups: list[tuple[str, list[Path]]], keys: list[bytes]) -> int:
+    """Several chains (replicas/workers): each verified on its own, one summary."""
+    out = sys.stdout
+    failed = records = files = 0
+    for label, paths in groups:
+        out.write(f"== chain {label}\n")
+        res = verify_paths(paths, keys)
+        failed += _report(res) != 0
+        records += res.records
+        files += len(res.files)
+    if failed:
+        out.write(f"FAIL: {failed} of {len(groups)} chains have a problem\n")
+        return 1
+    out.write(f"OK: {len(groups)} chains, {records} records in {files} files\n")
+    return 0
+
+
+def _report(res: VerifyResult) -> int:
     out = sys.stdout
     if res.starts_after is not None:
         out.write(f"note: the first file continues from {res.starts_after[0]} (seq {res.starts_after[1]}), which was not given\n")

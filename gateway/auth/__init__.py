@@ -44,6 +44,7 @@ class IdentityLayer:
     limiter: "LoginLimiter"
     csrf: "CsrfProtect"
     upstream: Any = None
+    state: Any = None  # gateway.state backend: where sessions and counters live
 
     def middleware(self) -> list["Middleware"]:
         """Session then authentication, in that order (authorization goes after)."""
@@ -53,6 +54,8 @@ class IdentityLayer:
         from gateway.middleware.session import SessionMiddleware
 
         return [
+            # Shared-state outage -> branded 503 instead of a crash (Redis backend only).
+            *(self.state.middleware() if self.state is not None else []),
             Middleware(SessionMiddleware, sessions=self.sessions),
             Middleware(
                 AuthenticationMiddleware,
@@ -75,11 +78,15 @@ class IdentityLayer:
         )
 
 
-def build_identity(settings: "Settings", *, emit: Emit | None = None, upstream: Any = None) -> IdentityLayer:
+def build_identity(
+    settings: "Settings", *, emit: Emit | None = None, upstream: Any = None, state: Any = None
+) -> IdentityLayer:
     """Build the identity layer from validated settings.
 
     ``upstream`` is the optional identity-aware-proxy verifier (an object with
-    ``.header`` and ``async verify(token) -> Identity``).
+    ``.header`` and ``async verify(token) -> Identity``).  ``state``: the
+    backend from ``gateway.state.build_state`` (its ``.sessions`` and
+    ``.counters`` stores); None keeps both in this process.
     """
     from gateway.auth.csrf import CsrfProtect
     from gateway.auth.keyring import KeyRing, parse_session_keys, parse_token_keys
@@ -92,7 +99,8 @@ def build_identity(settings: "Settings", *, emit: Emit | None = None, upstream: 
     session_keys = KeyRing(settings.session.keys_file, name="session", parser=parse_session_keys, emit=emit)
     token_keys = KeyRing(settings.auth.token_key_file, name="token", parser=parse_token_keys, emit=emit)
     users = UserDirectory(settings.auth.users_file)
-    sessions = SessionManager(settings.session, MemorySessionStore(), session_keys, users=users, emit=emit)
+    store = state.sessions if state is not None else MemorySessionStore()
+    sessions = SessionManager(settings.session, store, session_keys, users=users, emit=emit)
     tokens = TokenVerifier(
         token_keys,
         issuer=settings.auth.token_issuer,
@@ -100,7 +108,7 @@ def build_identity(settings: "Settings", *, emit: Emit | None = None, upstream: 
         max_ttl_s=settings.auth.token_max_ttl_s,
     )
     limiter = LoginLimiter(
-        MemoryCounterStore(),
+        state.counters if state is not None else MemoryCounterStore(),
         max_failures=settings.auth.login_max_failures,
         window_s=settings.auth.login_window_s,
     )
@@ -116,4 +124,5 @@ def build_identity(settings: "Settings", *, emit: Emit | None = None, upstream: 
         limiter=limiter,
         csrf=csrf,
         upstream=upstream,
+        state=state,
     )
