@@ -27,12 +27,15 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Debian packages the tests drive for real: Chromium for Playwright (which
-# cannot download its own browsers here) and Node for the OpenID provider.
+# cannot download its own browsers here), Node for the OpenID provider and the
+# Observatory scanner, redis-server and nginx for the scale-out tests.
 system-deps:
 	@pkgs=""; \
 	command -v chromium >/dev/null || pkgs="$$pkgs chromium"; \
 	command -v node >/dev/null || pkgs="$$pkgs nodejs"; \
 	command -v npm >/dev/null || pkgs="$$pkgs npm"; \
+	command -v redis-server >/dev/null || test -x /usr/bin/redis-server || pkgs="$$pkgs redis-server"; \
+	test -x /usr/sbin/nginx || pkgs="$$pkgs nginx"; \
 	if [ -n "$$pkgs" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing Debian packages:$$pkgs"; \

@@ -75,7 +75,7 @@ class BackgroundFeature(BaseFeature):
             log.info("sessions_swept", forgotten=n)
 
     async def check_integrity(self) -> VerifyResult:
-        result = await asyncio.to_thread(verify_trail, self.services.settings.audit)
+        result = await asyncio.to_thread(verify_trail, self.services.audit.settings)
         problem = str(result.problem) if result.problem is not None else None
         # A torn last line is what a concurrent write (or a crash) leaves; only
         # evidence of editing counts as a failure.

@@ -202,6 +202,7 @@ class Services:
                 signing_keys=self.identity.session_keys,
                 brand=self.settings.server.brand,
                 https=self.settings.server.https,
+                spent=self.state.once,  # shared across replicas with the Redis backend
             )
         for feature in self.features:
             routes += feature.routes()

@@ -45,6 +45,9 @@ def streamlit_options(settings: Settings, session_key: bytes) -> dict[str, Any]:
         "global.e2eTest": False,  # would let a client stop the runtime over the websocket
         "client.showErrorDetails": "none",  # tracebacks stay in the server log
         "client.toolbarMode": "viewer",
+        # The grid's own "download as CSV" would copy data out unaudited; the
+        # tools offer audited exports instead.
+        "client.disableDataExport": True,
         "client.showSidebarNavigation": True,
         "theme.base": "light",
         "theme.primaryColor": "#0f766e",

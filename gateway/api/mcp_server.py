@@ -343,7 +343,7 @@ class McpFeature(BaseFeature):
             who_of(ctx)
             from gateway.background import verify_trail
 
-            res = await asyncio.to_thread(verify_trail, services.settings.audit)
+            res = await asyncio.to_thread(verify_trail, services.audit.settings)
             return {
                 "ok": res.ok,
                 "tampered": res.tampered,
@@ -363,7 +363,7 @@ class McpFeature(BaseFeature):
         from gateway.audit import read_events
         from gateway.background import trail_files
 
-        files = trail_files(self.services.settings.audit.path)
+        files = trail_files(self.services.audit.settings.path)
         if not files:
             return {"events": [], "count": 0, "files": []}
         newest: collections.deque[dict[str, Any]] = collections.deque(maxlen=f.limit)

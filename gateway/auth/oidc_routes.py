@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
-from collections import OrderedDict
 from typing import Any, Callable, Protocol, Sequence
 
 import structlog
@@ -36,6 +34,7 @@ from gateway.auth.oidc import OIDCClient, OIDCError, safe_next
 from gateway.context import get_context
 from gateway.errors import error_response
 from gateway.settings import OIDCSettings
+from gateway.state.once import MemoryOneTimeStore, OneTimeStore
 
 log = structlog.get_logger(__name__)
 
@@ -89,32 +88,6 @@ _USER_MESSAGES: dict[str, tuple[int, str]] = {
 }
 
 
-class _SpentFlows:
-    """States of finished flows, kept until their cookie would have expired.
-
-    Bounded: when full, the oldest entries go first (they are the closest to
-    expiring anyway).
-    """
-
-    def __init__(self, ttl_s: float, max_entries: int = 50_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def spend(self, state: str) -> bool:
-        """Record ``state``; False when it was already spent."""
-        now = time.monotonic()
-        while self._seen and next(iter(self._seen.values())) < now:
-            self._seen.popitem(last=False)
-        key = hashlib.sha256(state.encode("utf-8")).hexdigest()
-        if key in self._seen:
-            return False
-        self._seen[key] = now + self.ttl_s
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
-        return True
-
-
 class OIDCLogin:
     """The two endpoints, their flow cookie and their audit events."""
 
@@ -128,7 +101,10 @@ class OIDCLogin:
         https: bool,
         brand: str = "Toolgate",
         login_path: str = "/auth/login",
+        spent: OneTimeStore | None = None,
     ) -> None:
+        """``spent``: where finished flows are remembered so a replayed
+        callback fails; the shared (Redis) store in a fleet, else in-process."""
         self._keys = signing_keys
         if not self._current_keys():
             raise ValueError("signing_keys must hold at least one key")
@@ -139,7 +115,7 @@ class OIDCLogin:
         self.brand = brand
         self.login_path = login_path
         self.cookie_name = "__Host-toolgate_oidc" if https else "toolgate_oidc"
-        self._spent = _SpentFlows(FLOW_MAX_AGE_S + 60)
+        self._spent: OneTimeStore = spent if spent is not None else MemoryOneTimeStore()
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -174,7 +150,7 @@ class OIDCLogin:
 
     async def callback(self, request: Request) -> Response:
         try:
-            flow = self._read_flow(request)
+            flow = await self._read_flow(request)
             meta = await self.client.metadata()
             self.client.check_callback_issuer(meta, _single(request, "iss"))
             error = _single(request, "error")
@@ -237,7 +213,7 @@ class OIDCLogin:
             signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
         )
 
-    def _read_flow(self, request: Request) -> dict[str, str]:
+    async def _read_flow(self, request: Request) -> dict[str, str]:
         raw = request.cookies.get(self.cookie_name)
         if not raw:
             raise OIDCError(oidc.BAD_STATE, "no sign-in flow cookie")
@@ -250,7 +226,7 @@ class OIDCLogin:
         state = _single(request, "state")
         if state is None or not oidc.constant_time_equal(state, flow["s"]):
             raise OIDCError(oidc.BAD_STATE, "state does not match this browser's sign-in")
-        if not self._spent.spend(flow["s"]):
+        if not await self._spent.spend(flow["s"], FLOW_MAX_AGE_S + 60):
             raise OIDCError(oidc.REPLAYED_CODE, "this sign-in flow was already completed or failed")
         return flow
 
@@ -307,6 +283,7 @@ def oidc_routes(
     brand: str = "Toolgate",
     https: bool | None = None,
     client: OIDCClient | None = None,
+    spent: OneTimeStore | None = None,
 ) -> list[BaseRoute]:
     """``GET /auth/oidc/start?next=/path`` and ``GET /auth/callback``.
 
@@ -329,5 +306,6 @@ def oidc_routes(
         signing_keys=signing_keys,
         https=base.startswith("https://") if https is None else https,
         brand=brand,
+        spent=spent,
     )
     return login.routes
