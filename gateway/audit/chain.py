@@ -30,6 +30,7 @@ from .schema import dumps_record
 GENESIS = b"0" * 64
 CHAIN_KEY = b',"chain":"'
 CHAIN_END = b'"}'
+LINE_END = CHAIN_END + b"\n"
 SUFFIX_LEN = len(CHAIN_KEY) + 64 + len(CHAIN_END)  # 76
 MIN_KEY_BYTES = 16
 
@@ -116,7 +117,7 @@ class Signer:
         chain = self.mac.hexdigest(self.chain, prefix)
         self.seq = seq
         self.chain = chain
-        return b"".join((prefix, CHAIN_KEY, chain, b'"}\n'))
+        return b"".join((prefix, CHAIN_KEY, chain, LINE_END))
 
     def undo(self) -> None:
         """Forget the last sign() (the line was not written; a rotation goes first)."""

@@ -20,8 +20,12 @@ dict lookup.  The cache belongs to one Redactor, used by one writer thread.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import functools
 import re
+import uuid
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -78,12 +82,61 @@ def redact_text(s: str) -> str:
     return _VALUE_PATTERNS.sub(_mask, s) if len(s) >= 8 else s
 
 
+class _FieldCache(dict):  # type: ignore[type-arg]
+    """``cache[value]`` -> the value as recorded for one field: clipped, then redacted.
+
+    The writer looks every free-text value up here; user agents, paths, user
+    names repeat, so the regex scan runs once per distinct string.  Only
+    strings of at most ``_CACHE_MAX_LEN`` characters are kept, and the cache
+    is emptied when full (no eviction bookkeeping on the hot path).
+    Unhashable values raise TypeError before reaching ``__missing__``; the
+    caller then uses :meth:`Redactor.value` directly.
+    """
+
+    def __init__(self, limit: int | None, redactor: "Redactor", size: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.redactor = redactor
+        self.size = size
+
+    def __missing__(self, v: Any) -> Any:
+        if not isinstance(v, str):
+            return self.redactor.value(v)
+        s = v
+        if self.limit is not None and len(s) > self.limit:
+            s = s[: self.limit] + "...[truncated]"
+        r = redact_text(s)
+        if v.__class__ is str and len(v) <= _CACHE_MAX_LEN:
+            if len(self) >= self.size:
+                self.clear()
+            self[v] = r
+        return r
+
+
 class Redactor:
-    """structlog processor masking secrets in an ECS record (see module doc)."""
+    """structlog processor masking secrets in an ECS record (see module doc).
+
+    Also the redaction step of the writer's pipeline: :meth:`field_caches`
+    hands :class:`~gateway.audit.schema.ToECS` one cache per free-text field
+    and :meth:`value` does ``gateway.details``, so records are redacted while
+    they are assembled rather than walked again afterwards.
+    """
 
     def __init__(self, cache_size: int = 8192) -> None:
         self._cache: dict[str, str] = {}
         self._cache_size = cache_size
+        self._secret_keys: dict[Any, bool] = {}
+
+    def field_caches(self, max_len: dict[str, int]) -> tuple[_FieldCache, ...]:
+        """(user name, email, path, user agent, reason) caches: value -> clipped and redacted."""
+        size = self._cache_size
+        return (
+            _FieldCache(max_len["user"], self, size),
+            _FieldCache(max_len["email"], self, size),
+            _FieldCache(max_len["path"], self, size),
+            _FieldCache(max_len["user_agent"], self, size),
+            _FieldCache(None, self, size),
+        )
 
     def text(self, s: str) -> str:
         r = self._cache.get(s)
@@ -95,16 +148,31 @@ class Redactor:
                 self._cache[s] = r
         return r
 
+    def _secret_key(self, k: Any) -> bool:
+        r = self._secret_keys.get(k)
+        if r is None:
+            r = isinstance(k, str) and is_secret_key(k)
+            if len(self._secret_keys) >= 4096:
+                self._secret_keys.clear()
+            self._secret_keys[k] = r
+        return r
+
     def value(self, v: Any, depth: int = 0) -> Any:
-        if isinstance(v, str):
+        """A copy of ``v`` with secrets masked: secret-named keys at any depth, secret-looking text anywhere.
+
+        Values orjson would write through ``str()`` (paths, exceptions, other
+        objects) are turned into text here, so they are redacted too.
+        """
+        cls = v.__class__
+        if cls is str:
             return self.text(v)
+        if v is None or cls is int or cls is float or cls is bool:
+            return v
         if depth >= _MAX_DEPTH:
             return "[TRUNCATED]"
         if isinstance(v, dict):
-            return {
-                k: (REDACTED if isinstance(k, str) and is_secret_key(k) else self.value(x, depth + 1))
-                for k, x in v.items()
-            }
+            secret = self._secret_key
+            return {k: (REDACTED if secret(k) else self.value(x, depth + 1)) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [self.value(x, depth + 1) for x in v]
         if isinstance(v, (set, frozenset)):
@@ -114,7 +182,15 @@ class Redactor:
             except TypeError:
                 pass
             return out
-        return v
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, (int, float, bytes, bytearray, memoryview, datetime.date, datetime.time, uuid.UUID)):
+            return v  # numbers as they are; raw bytes are never written ("[N bytes omitted]")
+        if isinstance(v, enum.Enum):
+            return self.value(v.value, depth + 1)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return self.value({f.name: getattr(v, f.name) for f in dataclasses.fields(v)}, depth)
+        return self.text(str(v))
 
     def __call__(self, logger: Any, method: str, rec: dict[str, Any]) -> dict[str, Any]:
         text = self.text

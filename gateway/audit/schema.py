@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
@@ -84,6 +84,12 @@ def check_outcome(outcome: str | None) -> None:
         raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)} or None, got {outcome!r}")
 
 
+# "000".."999", and "000Z".."999Z": the microseconds of a timestamp in two
+# lookups instead of a format call (this runs for every record).
+_MS3 = tuple(f"{i:03d}" for i in range(1000))
+_US3Z = tuple(f"{i:03d}Z" for i in range(1000))
+
+
 class TimestampFormatter:
     """``@timestamp`` as RFC 3339 UTC with microseconds: ``2025-11-25T11:17:00.123456Z``.
 
@@ -94,7 +100,7 @@ class TimestampFormatter:
     __slots__ = ("_sec", "_prefix")
 
     def __init__(self) -> None:
-        self._sec = -1
+        self._sec: int | None = None
         self._prefix = ""
 
     def __call__(self, ts: float) -> str:
@@ -102,8 +108,8 @@ class TimestampFormatter:
         sec, us = divmod(us_total, 1_000_000)
         if sec != self._sec:
             self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{us:06d}Z"
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+        return self._prefix + _MS3[us // 1000] + _US3Z[us % 1000]
 
 
 def _roles(v: Any) -> Any:
@@ -115,10 +121,33 @@ def _roles(v: Any) -> Any:
         return sorted(str(g) for g in v)
 
 
-def _clip(name: str, v: Any) -> Any:
-    if v.__class__ is str and len(v) > MAX_LEN[name]:
-        return v[: MAX_LEN[name]] + "...[truncated]"
-    return v
+class _Clipped(dict):  # type: ignore[type-arg]
+    """``cache[value]`` -> the value as recorded: clipped, not redacted (ToECS without a Redactor)."""
+
+    def __init__(self, limit: int | None) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __missing__(self, v: Any) -> Any:
+        if self.limit is not None and v.__class__ is str and len(v) > self.limit:
+            return v[: self.limit] + "...[truncated]"
+        return v
+
+
+class Roles(dict):  # type: ignore[type-arg]
+    """``cache[groups]`` -> ``user.roles`` (a sorted tuple; orjson writes it as a list).
+
+    Group sets repeat from request to request, so sorting happens once per
+    distinct set.  Unhashable groups (a list) raise TypeError: the caller
+    falls back to :func:`_roles`.
+    """
+
+    def __missing__(self, v: Any) -> Any:
+        r = tuple(_roles(v))
+        if len(self) >= 1024:
+            self.clear()
+        self[v] = r
+        return r
 
 
 # The order of the flat fields in a queued event (after timestamp, action, outcome).
@@ -148,23 +177,36 @@ FLAT_FIELDS = (
 class ToECS:
     """Add ``@timestamp`` and map flat fields to an ECS record (keys in a fixed order).
 
-    Two entry points producing identical records:
+    Entry points producing identical records:
 
     * as a structlog processor, ``(logger, method, event_dict)`` with keys
       ``event`` (the action), ``outcome``, ``timestamp`` (unix seconds) and
       the flat fields;
-    * :meth:`build` with the fields positionally, which the writer thread
-      uses: it skips building and popping a dict for every event.
+    * :meth:`build` with the fields positionally;
+    * :meth:`records`, which the writer thread uses: a generator over queued
+      items (tuples), one record at a time, so there is no call and no dict
+      per event beyond the record itself.
 
     ``None`` and empty values are omitted.  Fields outside the vocabulary are
-    kept under ``gateway.details`` rather than lost.  Written out field by
-    field because it runs for every request (a table-driven version cost
-    three times as much).
+    kept under ``gateway.details`` rather than lost.  With a ``redactor``
+    (gateway/audit/redact.py) the values that can carry a secret - path,
+    user agent, reason, user name, email and details - go through it while
+    the record is assembled (the writer's pipeline); without one, ToECS only
+    maps and clips, and a :class:`~gateway.audit.redact.Redactor` processor
+    can follow it in an ordinary structlog chain.  Written out field by field
+    because it runs for every request (a table-driven version cost three
+    times as much).
     """
 
-    def __init__(self, replica_id: str | None = None) -> None:
+    def __init__(self, replica_id: str | None = None, redactor: Any = None) -> None:
         self.replica_id = replica_id or None
+        self.redactor = redactor
         self.fmt = TimestampFormatter()
+        self._roles = Roles()
+        if redactor is None:
+            self._text = (_Clipped(_MAX_USER), _Clipped(_MAX_EMAIL), _Clipped(_MAX_PATH), _Clipped(_MAX_UA), _Clipped(None))
+        else:
+            self._text = redactor.field_caches(MAX_LEN)
 
     def __call__(self, logger: Any, method: str, ed: dict[str, Any]) -> dict[str, Any]:
         ed = dict(ed)
@@ -175,105 +217,196 @@ class ToECS:
         values = [pop(k, None) for k in FLAT_FIELDS]
         return self.build(ts, action, outcome, *values, ed)
 
-    def build(
-        self,
-        ts: float,
-        action: str,
-        outcome: str | None,
-        request_id: Any,
-        client_ip: Any,
-        user: Any,
-        email: Any,
-        groups: Any,
-        auth_method: Any,
-        http_method: Any,
-        path: Any,
-        tool: Any,
-        status: Any,
-        nbytes: Any,
-        duration: Any,
-        decision: Any,
-        rule_id: Any,
-        policy_version: Any,
-        ua: Any,
-        reason: Any,
-        session_id: Any,
-        details: Any,
-        extra: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        ev: dict[str, Any] = {"action": action, "kind": "event"}
-        cats = ACTIONS.get(action)
-        if cats is not None:
-            ev["category"] = cats[0]
-            ev["type"] = cats[1]
-        if duration is not None:
-            ev["duration"] = int(duration * 1_000_000)
-        if reason:
-            ev["reason"] = reason
-        if outcome is None:
-            outcome = "unknown" if status.__class__ is not int else ("success" if status < 400 else "failure")
-        ev["outcome"] = outcome
-        rec: dict[str, Any] = {"@timestamp": self.fmt(ts), "seq": 0, "ecs": _ECS, "event": ev}
+    def build(self, *item: Any) -> dict[str, Any]:
+        """``(ts, action, outcome, *FLAT_FIELDS values, extra)`` -> record (raises on failure)."""
+        return next(self.records((item,)))
 
-        if request_id or http_method or status is not None or nbytes is not None:
-            http: dict[str, Any] = {}
-            if request_id and http_method:
-                http["request"] = {"id": request_id, "method": http_method}
-            elif request_id:
-                http["request"] = {"id": request_id}
-            elif http_method:
-                http["request"] = {"method": http_method}
-            if status is not None and nbytes is not None:
-                http["response"] = {"status_code": status, "body": {"bytes": nbytes}}
-            elif status is not None:
-                http["response"] = {"status_code": status}
-            elif nbytes is not None:
-                http["response"] = {"body": {"bytes": nbytes}}
-            rec["http"] = http
-        if client_ip:
-            rec["client"] = {"ip": client_ip}
-        if user or email or groups:
-            u = rec["user"] = {}
-            if user:
-                u["name"] = user if user.__class__ is not str or len(user) <= _MAX_USER else _clip("user", user)
-            if email:
-                u["email"] = email if email.__class__ is not str or len(email) <= _MAX_EMAIL else _clip("email", email)
-            if groups:
-                u["roles"] = _roles(groups)
-        if path:
-            rec["url"] = {"path": path if path.__class__ is not str or len(path) <= _MAX_PATH else _clip("path", path)}
-        if ua:
-            rec["user_agent"] = {"original": ua if ua.__class__ is not str or len(ua) <= _MAX_UA else _clip("user_agent", ua)}
+    def records(self, items: Iterable[tuple[Any, ...]], on_error: Callable[[tuple[Any, ...], Exception], None] | None = None) -> Iterator[dict[str, Any]]:
+        """Yield one record per item, in order.
 
-        g: dict[str, Any] = {}
-        if decision:
-            g["decision"] = decision
-        if rule_id:
-            g["rule_id"] = rule_id
-        if policy_version:
-            g["policy_version"] = policy_version
-        if tool:
-            g["tool"] = tool
-        if auth_method:
-            g["auth_method"] = auth_method
-        if session_id:
-            g["session_id"] = session_id
-        if extra:  # fields outside the vocabulary: keep them, under details
-            more = {k: v for k, v in extra.items() if v is not None}
-            if isinstance(details, dict):
-                details = {**details, **more}
-            elif details is None or details == "":
-                details = more or None
-            else:
-                more["details"] = details
-                details = more
-        if details is not None and details != "":
-            g["details"] = details
-        if self.replica_id:
-            g["replica"] = self.replica_id
-        if g:
-            rec["gateway"] = g
-        return rec
+        An item that cannot be turned into a record raises, or with
+        ``on_error`` is reported there and replaced by a placeholder record
+        (timestamp, action, outcome and ``details.audit_error``) so the fact
+        that something happened is never lost.
+        """
+        acts = ACTIONS
+        ms3, us3z = _MS3, _US3Z
+        ecs = _ECS
+        replica = self.replica_id
+        roles_c = self._roles
+        user_c, email_c, path_c, ua_c, reason_c = self._text
+        red = self.redactor
+        other = red.value if red is not None else _same
+        fmt = self.fmt
+        base = fmt._sec * 1_000_000 if fmt._sec is not None else -(1 << 62)  # the prefix's second, in us
+        prefix = fmt._prefix
+        for item in items:
+            try:
+                (ts, action, outcome, request_id, client_ip, user, email, groups, auth_method, http_method, path, tool,
+                 status, nbytes, duration, decision, rule_id, policy_version, ua, reason, session_id, details, extra) = item  # fmt: skip
+                us = int(ts * 1_000_000) - base
+                if not 0 <= us < 1_000_000:
+                    fmt(ts)
+                    prefix = fmt._prefix
+                    us += base
+                    base = fmt._sec * 1_000_000  # type: ignore[operator]
+                    us -= base
+                stamp = prefix + ms3[us // 1000] + us3z[us % 1000]
+
+                cats = acts.get(action)
+                rec = None
+                if (cats is not None and request_id and http_method and status.__class__ is int and nbytes is not None
+                        and duration is not None and client_ip and user and email and groups and path and ua and not reason
+                        and decision and rule_id and policy_version and tool and auth_method and session_id
+                        and details is None and not extra):  # fmt: skip
+                    # The shape of nearly every http.request (signed in, on a
+                    # tool page): one literal, no per-field branches.
+                    try:
+                        rec = {
+                            "@timestamp": stamp,
+                            "seq": 0,
+                            "ecs": ecs,
+                            "event": {"action": action, "kind": "event", "category": cats[0], "type": cats[1], "duration": int(duration * 1_000_000),
+                                      "outcome": outcome if outcome is not None else ("success" if status < 400 else "failure")},
+                            "http": {"request": {"id": request_id, "method": http_method}, "response": {"status_code": status, "body": {"bytes": nbytes}}},
+                            "client": {"ip": client_ip},
+                            "user": {"name": user_c[user], "email": email_c[email], "roles": roles_c[groups]},
+                            "url": {"path": path_c[path]},
+                            "user_agent": {"original": ua_c[ua]},
+                            "gateway": {"decision": decision, "rule_id": rule_id, "policy_version": policy_version, "tool": tool,
+                                        "auth_method": auth_method, "session_id": session_id},
+                        }  # fmt: skip
+                        if replica:
+                            rec["gateway"]["replica"] = replica
+                    except TypeError:  # an unhashable value somewhere: the general path copes
+                        rec = None
+
+                if rec is None:
+                    if cats is None:
+                        ev: dict[str, Any] = {"action": action, "kind": "event"}
+                        if duration is not None:
+                            ev["duration"] = int(duration * 1_000_000)
+                    elif duration is not None:
+                        ev = {"action": action, "kind": "event", "category": cats[0], "type": cats[1], "duration": int(duration * 1_000_000)}
+                    else:
+                        ev = {"action": action, "kind": "event", "category": cats[0], "type": cats[1]}
+                    if reason:
+                        try:
+                            ev["reason"] = reason_c[reason]
+                        except TypeError:  # unhashable: not cacheable, same treatment
+                            ev["reason"] = other(reason)
+                    if outcome is None:
+                        outcome = "unknown" if status.__class__ is not int else ("success" if status < 400 else "failure")
+                    ev["outcome"] = outcome
+                    rec = {"@timestamp": stamp, "seq": 0, "ecs": ecs, "event": ev}
+
+                    if status is not None:
+                        resp: dict[str, Any] | None = {"status_code": status, "body": {"bytes": nbytes}} if nbytes is not None else {"status_code": status}
+                    elif nbytes is not None:
+                        resp = {"body": {"bytes": nbytes}}
+                    else:
+                        resp = None
+                    if request_id:
+                        rec["http"] = {"request": {"id": request_id, "method": http_method} if http_method else {"id": request_id}}
+                        if resp is not None:
+                            rec["http"]["response"] = resp
+                    elif http_method:
+                        rec["http"] = {"request": {"method": http_method}}
+                        if resp is not None:
+                            rec["http"]["response"] = resp
+                    elif resp is not None:
+                        rec["http"] = {"response": resp}
+                    if client_ip:
+                        rec["client"] = {"ip": client_ip}
+
+                    if user:
+                        try:
+                            user = user_c[user]
+                        except TypeError:
+                            user = other(user)
+                    if email:
+                        try:
+                            email = email_c[email]
+                        except TypeError:
+                            email = other(email)
+                    if groups:
+                        try:
+                            groups = roles_c[groups]
+                        except TypeError:
+                            groups = _roles(groups)
+                    if user and email and groups:
+                        rec["user"] = {"name": user, "email": email, "roles": groups}
+                    elif user or email or groups:
+                        u = rec["user"] = {}
+                        if user:
+                            u["name"] = user
+                        if email:
+                            u["email"] = email
+                        if groups:
+                            u["roles"] = groups
+                    if path:
+                        try:
+                            rec["url"] = {"path": path_c[path]}
+                        except TypeError:
+                            rec["url"] = {"path": other(path)}
+                    if ua:
+                        try:
+                            rec["user_agent"] = {"original": ua_c[ua]}
+                        except TypeError:
+                            rec["user_agent"] = {"original": other(ua)}
+
+                    if extra:  # fields outside the vocabulary: keep them, under details
+                        more = {k: v for k, v in extra.items() if v is not None}
+                        if isinstance(details, dict):
+                            details = {**details, **more}
+                        elif details is None or details == "":
+                            details = more or None
+                        else:
+                            more["details"] = details
+                            details = more
+                    if details is None and decision and rule_id and policy_version and tool and auth_method and session_id:
+                        # What nearly every http.request carries: one literal.
+                        if replica:
+                            rec["gateway"] = {"decision": decision, "rule_id": rule_id, "policy_version": policy_version, "tool": tool,
+                                              "auth_method": auth_method, "session_id": session_id, "replica": replica}  # fmt: skip
+                        else:
+                            rec["gateway"] = {"decision": decision, "rule_id": rule_id, "policy_version": policy_version, "tool": tool,
+                                              "auth_method": auth_method, "session_id": session_id}  # fmt: skip
+                    else:
+                        g: dict[str, Any] = {}
+                        if decision:
+                            g["decision"] = decision
+                        if rule_id:
+                            g["rule_id"] = rule_id
+                        if policy_version:
+                            g["policy_version"] = policy_version
+                        if tool:
+                            g["tool"] = tool
+                        if auth_method:
+                            g["auth_method"] = auth_method
+                        if session_id:
+                            g["session_id"] = session_id
+                        if details is not None and details != "":
+                            g["details"] = other(details)
+                        if replica:
+                            g["replica"] = replica
+                        if g:
+                            rec["gateway"] = g
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(item, exc)
+                rec = self.placeholder(item, exc)
+            yield rec
+
+    def placeholder(self, item: tuple[Any, ...], exc: Exception) -> dict[str, Any]:
+        """The record written instead of one that could not be built: timestamp, action, outcome, the error's type."""
+        details = {"audit_error": f"record could not be built: {type(exc).__name__}"}
+        return self.build(item[0], item[1], item[2], *[None] * (len(FLAT_FIELDS) - 1), details, None)
+
+
+def _same(v: Any) -> Any:
+    return v
 
 
 # --------------------------------------------------------------- serialization
@@ -293,6 +426,8 @@ def _default(obj: Any) -> Any:
         return str(obj)
     return str(obj)
 
+
+orjson_default = _default
 
 _OPTS = orjson.OPT_NON_STR_KEYS
 

@@ -22,7 +22,7 @@ import structlog
 from gateway.settings import AuditSettings
 
 from .chain import load_key
-from .schema import OUTCOMES, check_action, check_outcome
+from .schema import OUTCOMES, Roles, check_action, check_outcome
 from .sinks import StdoutSink, SyslogSink
 from .writer import LOG_EVERY_S, Item, Stats, Writer
 
@@ -94,6 +94,7 @@ class AuditTrail:
         self._last_reject_log = 0.0
         self._rejects_since_log = 0
         self._listeners: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        self._roles = Roles()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -115,6 +116,7 @@ class AuditTrail:
             queue=self._queue,
             wake=self._wake,
             stats=self._stats,
+            lock=self._lock,
             sinks=sinks,
             on_state=self._on_writer_state,
         )
@@ -213,29 +215,50 @@ class AuditTrail:
             self._seen_actions.add(action)
         if outcome is not None and outcome not in OUTCOMES:
             check_outcome(outcome)
+        roles = groups
+        if groups is not None:
+            # A sorted tuple from a cache, rather than the caller's set: a
+            # queued item holding only atomic values is untracked by the
+            # cyclic GC at its first collection instead of being promoted and
+            # walked by every full collection while it waits for the writer.
+            try:
+                roles = self._roles[groups]
+            except TypeError:  # unhashable (a list): the writer sorts it
+                pass
         item = (
-            self._clock(), action, outcome, request_id, client_ip, user, email, groups, auth_method, method,
+            self._clock(), action, outcome, request_id, client_ip, user, email, roles, auth_method, method,
             path, tool, status, bytes, duration_ms, decision, rule_id, policy_version, user_agent, reason,
-            session_id, details, extra,
+            session_id, details, extra or None,
         )  # fmt: skip
         q = self._queue
+        # No lock on this path: deque.append is atomic, and close() and a
+        # failing writer clear ``_ok`` before the writer can stop taking
+        # items, so an item appended while ``_ok`` still reads true
+        # afterwards is one the writer will take.  Otherwise _retract()
+        # decides, under the lock the writer takes items with.
+        if self._ok and len(q) < self._maxsize:
+            empty = not q
+            q.append(item)
+            if self._ok or not self._retract(item):
+                if empty:
+                    self._wake.set()
+                if self._listeners:
+                    self._notify(item, groups)
+                return
+        self._refuse(action)
+
+    def _retract(self, item: Item) -> bool:
+        """Take back an item appended while the trail stopped accepting; False if the writer already has it."""
+        q = self._queue
         with self._lock:
-            if self._ok and len(q) < self._maxsize:
-                q.append(item)
-                self._stats.accepted += 1
-                wake = len(q) == 1
-            else:
-                wake = None
-                if self.fail_closed:
-                    self._stats.rejected += 1
-                else:
-                    self._stats.dropped += 1
-        if wake is None:
-            self._refuse(action)
-        elif wake:
-            self._wake.set()
-        if self._listeners:
-            self._notify(item)
+            # The writer takes items only under this lock and emit() only
+            # appends, so indices below len(q) stay put while we look (from
+            # the right: the item was appended moments ago).
+            for i in range(len(q) - 1, -1, -1):
+                if q[i] is item:
+                    del q[i]
+                    return True
+        return False
 
     # ------------------------------------------------------------ listeners
 
@@ -254,8 +277,10 @@ class AuditTrail:
 
         return unsubscribe
 
-    def _notify(self, item: Item) -> None:
+    def _notify(self, item: Item, groups: Any) -> None:
         event = {k: v for k, v in zip(_ITEM_FIELDS, item) if v is not None and k != "extra"}
+        if groups is not None:
+            event["groups"] = groups  # as the caller gave them
         if item[-1]:
             event.update(item[-1])
         for listener in self._listeners:
@@ -267,6 +292,11 @@ class AuditTrail:
     def _refuse(self, action: str) -> None:
         reason = self.unhealthy_reason or "unavailable"
         s = self._stats
+        with self._lock:
+            if self.fail_closed:
+                s.rejected += 1
+            else:
+                s.dropped += 1
         # One log line per second at most: a failing disk under load must not
         # turn into a second outage through the log pipeline.
         self._rejects_since_log += 1
@@ -326,7 +356,9 @@ class AuditTrail:
 
     @property
     def accepted(self) -> int:
-        return self._stats.accepted
+        """Events queued by emit(): those the writer has taken plus those still waiting."""
+        with self._lock:
+            return self._stats.taken + len(self._queue)
 
     @property
     def path(self) -> Path:
@@ -345,7 +377,7 @@ class AuditTrail:
         return AuditStats(
             healthy=self.healthy,
             queue_depth=self.queue_depth,
-            accepted=s.accepted,
+            accepted=self.accepted,
             written=s.written,
             dropped=s.dropped,
             rejected=s.rejected,

@@ -12,6 +12,7 @@ leaves a torn line behind in a running gateway.
 
 from __future__ import annotations
 
+import binascii
 import collections
 import errno
 import fcntl
@@ -19,16 +20,17 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import orjson
 import structlog
 
 from gateway.settings import AuditSettings, ConfigError
 
-from .chain import GENESIS, Mac, Signer
+from .chain import CHAIN_KEY, GENESIS, LINE_END, SUFFIX_LEN, Mac, Signer
 from .files import ROTATED_ACTION, TailState, inspect_tail, rotated_name, rotated_siblings
 from .redact import Redactor
-from .schema import ToECS
+from .schema import ToECS, dumps_record, orjson_default
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +47,7 @@ class Stats:
     """Counters read by the trail's properties (ints; torn reads are harmless under the GIL)."""
 
     def __init__(self) -> None:
-        self.accepted = 0  # emit() calls that queued an event
+        self.taken = 0  # events the writer took from the queue (accepted = taken + still queued)
         self.written = 0  # events on disk (rotation records not counted)
         self.records_written = 0  # all lines on disk, rotation records included
         self.dropped = 0  # fail-open: events refused because the trail was unhealthy/full
@@ -74,6 +76,7 @@ class Writer:
         stats: Stats,
         sinks: list[Any],
         on_state: Callable[[str | None], None],
+        lock: threading.Lock | None = None,
     ) -> None:
         self.path = Path(settings.path)
         self.max_bytes = settings.max_bytes
@@ -83,13 +86,16 @@ class Writer:
         self.queue = queue
         self.wake = wake
         self.stats = stats
+        self.lock = lock if lock is not None else threading.Lock()
         self.sinks = sinks
         self.on_state = on_state
         self.mac = Mac(key)
-        # The pipeline: builder (timestamp + ECS mapping), structlog-style
-        # processors (redaction), then the signer renders the chained line.
-        self.builder = ToECS(replica_id)
-        self.processors: list[Callable[[Any, str, Any], Any]] = [Redactor()]
+        # The pipeline: the builder (timestamp + ECS mapping, with the
+        # redactor applied to every value that can carry a secret as the
+        # record is assembled), any further structlog-style processors, then
+        # _sign renders the chained line (seq, orjson, HMAC).
+        self.builder = ToECS(replica_id, redactor=Redactor())
+        self.processors: list[Callable[[Any, str, Any], Any]] = []
         self.signer = Signer(self.mac)
 
         self.fd = -1
@@ -97,9 +103,10 @@ class Writer:
         self.size = 0
         self.day: str | None = None
         self.records_in_file = 0
-        self.buf: list[bytes] = []
+        self.buf: list[bytes] = []  # signed lines, as pieces: one join and one write(2) per flush
         self.buf_bytes = 0
         self.buf_events = 0
+        self.buf_records = 0
         self.partial = False  # a write failed midway: truncate to self.size before retrying
         self.dirty = False  # written since the last fdatasync
         self.backlog: collections.deque[dict[str, Any]] = collections.deque()
@@ -176,6 +183,8 @@ class Writer:
 
     def run(self) -> None:
         q = self.queue
+        lock = self.lock
+        stats = self.stats
         try:
             while True:
                 if self.error is not None:
@@ -191,7 +200,9 @@ class Writer:
                     self._ok()
                 n = len(q)
                 if n:
-                    batch = [q.popleft() for _ in range(min(n, BATCH_MAX))]
+                    with lock:  # emit() retracts items under it (see AuditTrail._retract)
+                        batch = [q.popleft() for _ in range(min(n, BATCH_MAX))]
+                        stats.taken += len(batch)
                     try:
                         self._consume(batch)
                         self._flush()
@@ -233,73 +244,168 @@ class Writer:
         if lat > s.latency_seconds_max:
             s.latency_seconds_max = lat
 
-    def _build(self, item: Item) -> dict[str, Any]:
-        """queue item -> redacted ECS record (not yet signed)."""
-        try:
-            rec = self.builder.build(*item)
-            for p in self.processors:
-                rec = p(None, "emit", rec)
-            return rec
-        except Exception as exc:  # never lose the fact that something happened
-            self.stats.errors += 1
-            log.error("audit_record_failed", action=item[1], error=repr(exc))
-            placeholder = {"audit_error": f"record could not be built: {type(exc).__name__}"}
-            empty = [None] * (len(item) - 5)
-            return self.builder.build(item[0], item[1], item[2], *empty, placeholder, None)
+    def _record_failed(self, item: Item, exc: Exception) -> None:
+        # The builder writes a placeholder instead: the fact that something
+        # happened is never lost.
+        self.stats.errors += 1
+        log.error("audit_record_failed", action=item[1] if len(item) > 1 else None, error=repr(exc))
+
+    def _records(self, batch: list[Item]) -> Iterator[dict[str, Any]]:
+        """queue items -> redacted ECS records (not yet signed), one at a time.
+
+        One at a time so only bytes pile up: dicts alive in bulk make the
+        cyclic GC expensive.
+        """
+        recs = self.builder.records(batch, self._record_failed)
+        if not self.processors:
+            return recs
+        return self._processed(batch, recs)
+
+    def _processed(self, batch: list[Item], recs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        processors = self.processors
+        for item, rec in zip(batch, recs):  # one record per item, in order
+            try:
+                for p in processors:
+                    rec = p(None, "emit", rec)
+            except Exception as exc:
+                self._record_failed(item, exc)
+                rec = self.builder.placeholder(item, exc)
+            yield rec
 
     def _consume(self, batch: list[Item]) -> None:
-        """Stream a batch to the file buffer.
+        """Sign a batch into the file buffer; on an I/O error the unsigned remainder goes to ``backlog``."""
+        backlog = self.backlog
 
-        Records are built, signed and turned into bytes one at a time, so only
-        bytes pile up (dicts alive in bulk make the cyclic GC expensive).  On
-        an I/O error the unsigned remainder is parked in ``backlog``.
-        """
-        build = self._build
-        put = self._put
-        it = iter(batch)
-        for item in it:
-            rec = build(item)
-            try:
-                put(rec)
-            except OSError:
-                self.backlog.append(rec)
-                self.backlog.extend(build(rest) for rest in it)
-                raise
-            if self.buf_bytes >= BUF_FLUSH_BYTES:
-                try:
-                    self._flush()
-                except OSError:
-                    self.backlog.extend(build(rest) for rest in it)
-                    raise
+        def park(rec: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> None:
+            if rec is not None:
+                backlog.append(rec)
+            backlog.extend(rest)
+
+        self._sign(self._records(batch), park)
 
     def _drain_backlog(self) -> None:
         bl = self.backlog
-        while bl:
-            self._put(bl[0])
-            bl.popleft()
-            if self.buf_bytes >= BUF_FLUSH_BYTES:
-                self._flush()
 
-    def _put(self, rec: dict[str, Any]) -> None:
-        """Sign one record into the buffer, rotating first when due.
+        def popping() -> Iterator[dict[str, Any]]:
+            while bl:
+                yield bl.popleft()
 
-        Raises OSError (from a rotation) before the record is consumed; once
-        it returns, the record's line is in ``buf``.
+        def park(rec: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> None:
+            if rec is not None:
+                bl.appendleft(rec)  # the rest is still in the backlog, in order
+
+        self._sign(popping(), park)
+
+    def _sign(
+        self,
+        recs: Iterator[dict[str, Any]],
+        park: Callable[[dict[str, Any] | None, Iterator[dict[str, Any]]], None],
+    ) -> None:
+        """Give each record its ``seq`` and chain value and append its line to ``buf``.
+
+        The chain head and the file counters live in locals for the loop (this
+        is the per-event cost of the trail) and are stored back around every
+        rotation and flush, and when the loop ends however it ends.  Rotation
+        by day and by size happens before the record that calls for it, as in
+        :meth:`Signer.sign`.  On OSError (a rotation or flush failing)
+        ``park(record not in buf or None, remaining records)`` keeps the
+        unsigned records for the retry, and the error propagates.
         """
-        day = rec["@timestamp"][:10]
-        if day != self.day and self.rotate_daily and self.day is not None and self.records_in_file:
-            self._rotate("day")
+        icopy = self.mac._inner.copy
+        ocopy = self.mac._outer.copy
+        hexlify = binascii.hexlify
+        dumps = orjson.dumps
+        default = orjson_default
+        chain_key = CHAIN_KEY
+        end = LINE_END
+        suffix = SUFFIX_LEN
+        daily = self.rotate_daily
+        max_bytes = self.max_bytes
         signer = self.signer
-        line = signer.sign(rec)
-        if self.records_in_file and self.size + self.buf_bytes + len(line) > self.max_bytes:
-            signer.undo()
-            self._rotate("size")
-            line = signer.sign(rec)
-        self.buf.append(line)
-        self.buf_bytes += len(line)
-        self.buf_events += 1  # only emitted events pass through here
-        self.records_in_file += 1
+        # (Re)loaded after every rotation and flush: in_file and the number of
+        # events added follow from how far seq moved since.
+        seq = seq0 = signer.seq
+        chain = signer.chain
+        day, in_file0 = self.day, self.records_in_file
+        used = self.size + self.buf_bytes
+        flush_at = self.size + BUF_FLUSH_BYTES
+        ext = self.buf.extend
+        try:
+            for rec in recs:
+                d = rec["@timestamp"][:10]
+                if d != day and day is not None and daily and (in_file0 or seq != seq0):
+                    self._store(seq, chain, used, in_file0 + seq - seq0, day, seq - seq0)
+                    try:
+                        self._rotate("day")
+                    except OSError:
+                        park(rec, recs)
+                        raise
+                    finally:
+                        signer = self.signer
+                        seq = seq0 = signer.seq
+                        chain, day, in_file0 = signer.chain, self.day, self.records_in_file
+                        used = self.size + self.buf_bytes
+                        flush_at = self.size + BUF_FLUSH_BYTES
+                        ext = self.buf.extend
+                seq += 1
+                rec["seq"] = seq
+                try:
+                    body = dumps(rec, default)
+                except TypeError:
+                    body = dumps_record(rec)
+                n = len(body) + suffix  # the line: body minus "}", suffix, newline
+                if used + n > max_bytes and (in_file0 or seq - 1 != seq0):
+                    self._store(seq - 1, chain, used, in_file0 + seq - 1 - seq0, day, seq - 1 - seq0)
+                    try:
+                        self._rotate("size")
+                    except OSError:
+                        park(rec, recs)
+                        raise
+                    finally:
+                        signer = self.signer
+                        seq = seq0 = signer.seq
+                        chain, day, in_file0 = signer.chain, self.day, self.records_in_file
+                        used = self.size + self.buf_bytes
+                        flush_at = self.size + BUF_FLUSH_BYTES
+                        ext = self.buf.extend
+                    seq += 1
+                    rec["seq"] = seq
+                    body = dumps_record(rec)
+                    n = len(body) + suffix
+                prefix = body[:-1]
+                h = icopy()
+                h.update(chain)
+                h.update(prefix)
+                o = ocopy()
+                o.update(h.digest())
+                chain = hexlify(o.digest())
+                ext((prefix, chain_key, chain, end))
+                used += n
+                day = d
+                if used >= flush_at:
+                    self._store(seq, chain, used, in_file0 + seq - seq0, day, seq - seq0)
+                    in_file0 += seq - seq0
+                    seq0 = seq
+                    try:
+                        self._flush()
+                    except OSError:
+                        park(None, recs)
+                        raise
+                    finally:
+                        used = self.size + self.buf_bytes
+                        flush_at = self.size + BUF_FLUSH_BYTES
+        finally:
+            self._store(seq, chain, used, in_file0 + seq - seq0, day, seq - seq0)
+
+    def _store(self, seq: int, chain: bytes, used: int, in_file: int, day: str | None, added: int) -> None:
+        """Write _sign's locals back (the chain head, the buffer and file counters)."""
+        self.signer.seq = seq
+        self.signer.chain = chain
+        self.buf_bytes = used - self.size
+        self.records_in_file = in_file
         self.day = day
+        self.buf_events += added  # only emitted events pass through _sign
+        self.buf_records += added
 
     # ------------------------------------------------------------ file ops
 
@@ -322,11 +428,12 @@ class Writer:
         s = self.stats
         s.write_seconds_total += time.perf_counter() - t
         s.written += self.buf_events
-        s.records_written += len(self.buf)
+        s.records_written += self.buf_records
         self.size += len(data)
         self.buf.clear()
         self.buf_bytes = 0
         self.buf_events = 0
+        self.buf_records = 0
         self.dirty = True
         for sink in self.sinks:
             try:
@@ -386,6 +493,7 @@ class Writer:
         self.rot = None
         self.buf.append(line)
         self.buf_bytes += len(line)
+        self.buf_records += 1
         self.stats.rotations += 1
         self._flush()
         # Durability of the rename itself.

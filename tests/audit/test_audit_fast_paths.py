@@ -1,0 +1,115 @@
+"""The writer's fast paths give the same records as the general ones, and lose nothing."""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.audit import AuditTrail, AuditUnavailable, verify_paths
+from gateway.audit.redact import REDACTED, Redactor
+from gateway.audit.schema import FLAT_FIELDS, ToECS
+from gateway.settings import AuditSettings
+
+JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldA"
+T0 = 1764069420.123456
+FULL = dict(
+    request_id="0b1c2d3e4f", client_ip="10.0.0.7", user="alice", email="alice@example.com",
+    groups=frozenset({"sales", "employees"}), auth_method="session", method="GET", path=f"/reset/{JWT}",
+    tool="sales", status=200, bytes=5120, duration_ms=12.5, decision="allow", rule_id="sales-employees",
+    policy_version="v7", user_agent="curl/8 token=abcdefgh12345", reason=None, session_id="s-4f2a", details=None,
+)  # fmt: skip
+
+
+@pytest.fixture
+def trail(tmp_path: Path):
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(secrets.token_hex(32) + "\n")
+    os.chmod(key_file, 0o600)
+    made = []
+
+    def make(**kw) -> AuditTrail:
+        t = AuditTrail(AuditSettings(path=tmp_path / "audit" / "audit.jsonl", key_file=key_file, flush_interval_s=0.02, **kw))
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close(timeout=2.0)
+
+
+def _item(**over):
+    v = {**FULL, **over}
+    return (T0, "http.request", None, *[v[f] for f in FLAT_FIELDS], over.pop("extra", None))
+
+
+def test_one_literal_shape_equals_the_field_by_field_build() -> None:
+    b = ToECS("gw-1", redactor=Redactor())
+    fast = b.build(*_item())
+    # A vanishing extra field takes the general path and must change nothing.
+    general = b.build(T0, "http.request", None, *[FULL[f] for f in FLAT_FIELDS], {"unused": None})
+    assert fast == general
+    assert JWT not in fast["url"]["path"] and "abcdefgh12345" not in fast["user_agent"]["original"]
+    assert list(fast["user"]["roles"]) == ["employees", "sales"]
+
+
+def test_values_of_any_type_in_free_text_fields_are_redacted(trail) -> None:
+    t = trail()
+    t.start()
+    t.emit("auth.login", outcome="failure", user=[f"Bearer {JWT}"], reason=("token=s3cr3t-value",),
+           details={"error": ValueError("password=hunter2"), "where": Path("/x?token=abcdef123456")})  # fmt: skip
+    assert t.close()
+    raw = (t.path).read_bytes()
+    for secret in (JWT.encode(), b"s3cr3t-value", b"hunter2", b"abcdef123456"):
+        assert secret not in raw, secret
+    rec = orjson.loads(raw)
+    assert rec["gateway"]["details"]["error"] == "password=" + REDACTED
+
+
+class _RacingQueue(collections.deque):
+    """A queue whose append lets close() (or a failing writer) win the race right after it."""
+
+    trail: AuditTrail | None = None
+
+    def append(self, item) -> None:
+        super().append(item)
+        if self.trail is not None:
+            self.trail._ok = False
+
+
+def test_an_append_that_races_the_trail_stopping_is_taken_back(trail) -> None:
+    t = trail()
+    t.start()
+    q = _RacingQueue()
+    q.trail = t
+    t._writer.queue = q
+    t._queue = q
+    with pytest.raises(AuditUnavailable):
+        t.emit("http.request", status=200)
+    assert len(q) == 0 and t.accepted == 0 and t.stats().rejected == 1
+
+
+def test_retract_knows_when_the_writer_already_took_the_item(trail) -> None:
+    t = trail()  # not started: nothing pops behind our back
+    item = _item()
+    t._queue.append(item)
+    assert t._retract(item) is True and not t._queue
+    t._queue.append(item)
+    t._queue.popleft()  # the writer took it
+    assert t._retract(item) is False
+
+
+def test_many_events_through_the_fast_path_verify(trail) -> None:
+    t = trail(max_bytes=64 * 1024)
+    t.start()
+    for i in range(3000):
+        t.emit("http.request", **{**FULL, "request_id": f"r{i}"})
+    assert t.close()
+    assert t.accepted == t.written == 3000
+    files = sorted(t.path.parent.glob("*.jsonl"))
+    assert len(files) > 1  # rotated by size mid-batch
+    assert verify_paths(files, bytes.fromhex((t.settings.key_file).read_text().strip())).ok
