@@ -24,7 +24,7 @@ from gateway.settings import AuditSettings
 from .chain import load_key
 from .schema import OUTCOMES, Roles, check_action, check_outcome
 from .sinks import StdoutSink, SyslogSink
-from .writer import LOG_EVERY_S, Item, Stats, Writer
+from .writer import LOG_EVERY_S, WAKE_AT, Item, Stats, Writer
 
 log = structlog.get_logger(__name__)
 
@@ -237,10 +237,12 @@ class AuditTrail:
         # afterwards is one the writer will take.  Otherwise _retract()
         # decides, under the lock the writer takes items with.
         if self._ok and len(q) < self._maxsize:
-            empty = not q
             q.append(item)
             if self._ok or not self._retract(item):
-                if empty:
+                # The writer wakes by itself every BATCH_DELAY_S; waking it
+                # per event would hand it the GIL on every request (each
+                # hand-off costs the request path far more than the event).
+                if len(q) == WAKE_AT:
                     self._wake.set()
                 if self._listeners:
                     self._notify(item, groups)

@@ -32,6 +32,12 @@ from .files import ROTATED_ACTION, TailState, inspect_tail, rotated_name, rotate
 from .redact import Redactor
 from .schema import ToECS, dumps_record, orjson_default
 
+
+# How long events may wait in the queue before the writer takes a batch
+# (emit wakes it earlier once WAKE_AT events are waiting).
+BATCH_DELAY_S = 0.05
+WAKE_AT = 512
+
 log = structlog.get_logger(__name__)
 
 RETRY_INTERVAL_S = 0.5
@@ -225,8 +231,9 @@ class Writer:
                         continue
                     break
                 self.wake.clear()
-                if not q:
-                    self.wake.wait(self.flush_interval)
+                if len(q) < WAKE_AT:
+                    # Collect a batch: events reach the disk within BATCH_DELAY_S.
+                    self.wake.wait(min(self.flush_interval, BATCH_DELAY_S))
         except BaseException as exc:  # a bug must not silently stop the trail
             self.error = f"writer crashed: {exc!r}"
             log.exception("audit_writer_crashed")
