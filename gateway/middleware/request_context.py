@@ -72,17 +72,20 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, trusted_proxies: Iterable[IPNetwork] = ()) -> None:
         self.app = app
         self.trusted_proxies = tuple(trusted_proxies)
+        self._peers: dict[str, str] = {}
 
     def _trusted(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(ip.version == net.version and ip in net for net in self.trusted_proxies)
 
     def client_ip(self, peer: str, forwarded_for: list[str]) -> str:
         """The right-most address in the chain that is not a trusted proxy."""
+        if not forwarded_for or not self.trusted_proxies:
+            return self._peer_address(peer)
         try:
             peer_ip = _parse_ip(peer)
         except ValueError:
             return peer  # a unix socket or test client name; never trusted
-        if not self.trusted_proxies or not self._trusted(peer_ip):
+        if not self._trusted(peer_ip):
             return str(peer_ip)
         hops = [h for value in forwarded_for for h in value.split(",")]
         candidate = peer_ip
@@ -149,6 +152,18 @@ class RequestContextMiddleware:
             scope["client"] = (ctx.client_ip, client[1])
 
         await self.app(scope, receive, self._with_request_id(ctx, send))
+
+    def _peer_address(self, peer: str) -> str:
+        """The peer in canonical form (IPv4-mapped IPv6 unwrapped), remembered."""
+        known = self._peers.get(peer)
+        if known is None:
+            try:
+                known = str(_parse_ip(peer))
+            except ValueError:
+                known = peer  # a unix socket or test client name; never trusted
+            if len(self._peers) < 4096:
+                self._peers[peer] = known
+        return known
 
     def _peer_is_proxy(self, peer: str) -> bool:
         if not self.trusted_proxies:
