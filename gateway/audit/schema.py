@@ -37,6 +37,13 @@ ACTIONS: dict[str, tuple[list[str], list[str]]] = {
     "gateway.start": (["process"], ["start"]),
     "gateway.stop": (["process"], ["end"]),
     "audit.rotated": (["file"], ["creation"]),
+    "audit.exported": (["file"], ["access"]),
+    "audit.integrity_failed": (["file"], ["info"]),
+    "mcp.call": (["web"], ["access"]),
+    "alert.sent": (["process"], ["info"]),
+    "state.connected": (["database"], ["info"]),
+    "state.unavailable": (["database"], ["error"]),
+    "state.recovered": (["database"], ["info"]),
 }
 
 OUTCOMES = frozenset({"success", "failure", "unknown"})
