@@ -17,7 +17,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -135,10 +135,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FAIL if errors else EXIT_OK
 
 
-def cmd_test(args: argparse.Namespace) -> int:
-    from .engine import compile_parsed
+def _load_policy(args: argparse.Namespace, consequence: str) -> tuple[Any, Any] | int:
+    """(directory, parsed sources) ready to compile, or the exit code after printing why not."""
     from .loader import parse_sources
-    from .testing import run_tests
 
     resolved = _resolve(args)
     if isinstance(resolved, int):
@@ -151,8 +150,19 @@ def cmd_test(args: argparse.Namespace) -> int:
     if parsed.errors:
         for p in parsed.errors:
             print(_show(p, directory))
-        print(f"policy does not load: {len(parsed.errors)} error(s); no tests run")
+        print(f"policy does not load: {len(parsed.errors)} error(s); {consequence}")
         return EXIT_FAIL
+    return directory, parsed
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .engine import compile_parsed
+    from .testing import run_tests
+
+    loaded = _load_policy(args, "no tests run")
+    if isinstance(loaded, int):
+        return loaded
+    directory, parsed = loaded
     report = run_tests(compile_parsed(parsed))
     prefix = f"{directory}/"
     text = report.format_failures(file_prefix=prefix)
@@ -166,23 +176,13 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from .engine import compile_parsed
-    from .loader import parse_sources
     from .model import Request
     from .paths import PathError
 
-    resolved = _resolve(args)
-    if isinstance(resolved, int):
-        return resolved
-    directory, known = resolved
-    sources = _load_sources(directory)
-    if isinstance(sources, int):
-        return sources
-    parsed = parse_sources(sources, known_groups=known)
-    if parsed.errors:
-        for p in parsed.errors:
-            print(_show(p, directory))
-        print("policy does not load; cannot explain")
-        return EXIT_FAIL
+    loaded = _load_policy(args, "cannot explain")
+    if isinstance(loaded, int):
+        return loaded
+    directory, parsed = loaded
     policy = compile_parsed(parsed)
     at = None
     if args.at:
