@@ -363,6 +363,7 @@ class McpFeature(BaseFeature):
         from gateway.audit import read_events
         from gateway.background import trail_files
 
+        self.services.audit.sync()  # see the events this very session just caused
         files = trail_files(self.services.audit.settings.path)
         if not files:
             return {"events": [], "count": 0, "files": []}

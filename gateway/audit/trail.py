@@ -366,6 +366,26 @@ class AuditTrail:
     def path(self) -> Path:
         return Path(self.settings.path)
 
+    def sync(self, timeout: float = 2.0) -> bool:
+        """Block until every event emitted before this call is on disk.
+
+        For readers in this process (a search, the viewer) that must see
+        their own writes despite the writer's batching.  False on timeout or
+        when the trail is not running.
+        """
+        target = self.accepted
+        if self._thread is None:
+            return False
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        s = self._stats
+        while s.written + s.errors + s.lost < target:
+            if time.monotonic() >= deadline or not self._thread.is_alive():
+                return False
+            self._wake.set()
+            time.sleep(0.002)
+        return True
+
     @property
     def head(self) -> tuple[int, str]:
         """(seq, chain) of the newest signed record: publish it to anchor the chain."""

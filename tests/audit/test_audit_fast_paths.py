@@ -113,3 +113,23 @@ def test_many_events_through_the_fast_path_verify(trail) -> None:
     files = sorted(t.path.parent.glob("*.jsonl"))
     assert len(files) > 1  # rotated by size mid-batch
     assert verify_paths(files, bytes.fromhex((t.settings.key_file).read_text().strip())).ok
+
+
+def test_sync_makes_own_writes_visible(tmp_path):
+    """Readers in the process see their own writes despite the writer's batching."""
+    from gateway.audit import AuditTrail
+    from gateway.settings import AuditSettings
+
+    key = tmp_path / "k"
+    key.write_text("ab" * 32)
+    key.chmod(0o600)
+    trail = AuditTrail(AuditSettings(path=tmp_path / "a.jsonl", key_file=key, flush_interval_s=5.0))
+    trail.start()
+    try:
+        for i in range(3):
+            trail.emit("http.request", outcome="success", path=f"/x{i}", status=200)
+        assert trail.sync(timeout=2.0)
+        text = (tmp_path / "a.jsonl").read_text()
+        assert all(f"/x{i}" in text for i in range(3))
+    finally:
+        trail.close()
