@@ -46,6 +46,7 @@ DenyText = Callable[[AccessQuery, Decision], str]
 LOGIN_PATH = "/auth/login"
 SESSION_NOTICES = frozenset({"expired_idle", "expired_absolute", "revoked"})
 WS_POLICY_VIOLATION = 1008
+PATH_CACHE_SIZE = 4096
 
 
 class AuthorizationMiddleware:
@@ -61,6 +62,7 @@ class AuthorizationMiddleware:
         self.authorize = authorize
         self.normalize = normalize
         self.deny_text = deny_text
+        self._paths: dict[tuple[object, str], tuple[str | None, str, str, str | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -73,16 +75,20 @@ class AuthorizationMiddleware:
         is_ws = scope["type"] == "websocket"
         method = "GET" if is_ws else scope["method"]
 
-        # The policy path comes from the raw bytes, before the server's own
-        # percent-decoding could hide an encoded slash or dot segment.
-        try:
-            path = self.normalize(scope.get("raw_path") or scope["path"])
-        except ValueError:
+        raw = scope["path"]
+        raw_bytes = scope.get("raw_path") or raw
+        key = (raw_bytes, raw)
+        facts = self._paths.get(key)
+        if facts is None:
+            facts = self._path_facts(raw_bytes, raw)
+            if len(self._paths) >= PATH_CACHE_SIZE:  # bounded: paths are client-chosen
+                self._paths.clear()
+            self._paths[key] = facts
+        path, canon, kind, tool_id = facts
+        if path is None:
             self._deny(ctx, "hostile_path")
             await send_error(scope, receive, send, 400, detail="The request path is not allowed.")
             return
-        raw = scope["path"]
-        canon = canonical_path(raw)
         if canon != raw:
             if method in ("GET", "HEAD") and not is_ws:
                 query = scope.get("query_string", b"").decode("latin-1")
@@ -93,9 +99,7 @@ class AuthorizationMiddleware:
             await send_error(scope, receive, send, 400, detail="The request path is not canonical.")
             return
         ctx.path = path
-        kind = classify(path)
-        tool = tool_for_path(path) if kind == "page" else None
-        ctx.tool = tool.id if tool else None
+        ctx.tool = tool_id
 
         if kind == "public":
             ctx.decision = "public"
@@ -129,6 +133,18 @@ class AuthorizationMiddleware:
             return
         ctx.decision = "allow"
         await self.app(scope, receive, send)
+
+    def _path_facts(self, raw_bytes: str | bytes, raw: str) -> tuple[str | None, str, str, str | None]:
+        """(policy path or None when hostile, canonical path, kind, tool id); pure, so cached."""
+        # The policy path comes from the raw bytes, before the server's own
+        # percent-decoding could hide an encoded slash or dot segment.
+        try:
+            path = self.normalize(raw_bytes)
+        except ValueError:
+            return None, raw, "hostile", None
+        kind = classify(path)
+        tool = tool_for_path(path) if kind == "page" else None
+        return path, canonical_path(raw), kind, tool.id if tool else None
 
     @staticmethod
     def _deny(ctx: object, reason: str) -> None:
