@@ -19,12 +19,23 @@ from typing import Any, Callable, Sequence
 
 import jwt
 
+from gateway.auth.jwt_reasons import jwt_reason
 from gateway.auth.keyring import KID_RE, KeyRing
 from gateway.context import Identity
 
 ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 8192
 _FORBIDDEN_HEADERS = ("crit", "jku", "jwk", "x5u", "x5c")
+
+
+_TOKEN_MESSAGES = {
+    "expired": "token expired",
+    "not_yet_valid": "token not yet valid",
+    "bad_audience": "token audience not accepted",
+    "bad_issuer": "token issuer not accepted",
+    "bad_signature": "token signature invalid",
+    "missing_claim": "token lacks {exc.claim}",
+}
 
 
 class TokenError(Exception):
@@ -126,20 +137,9 @@ class TokenVerifier:
                     "strict_aud": True,
                 },
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenError("expired", "token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenError("not_yet_valid", "token not yet valid") from None
-        except jwt.InvalidAudienceError:
-            raise TokenError("bad_audience", "token audience not accepted") from None
-        except jwt.InvalidIssuerError:
-            raise TokenError("bad_issuer", "token issuer not accepted") from None
-        except jwt.InvalidSignatureError:
-            raise TokenError("bad_signature", "token signature invalid") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise TokenError("missing_claim", f"token lacks {exc.claim}") from None
-        except jwt.PyJWTError:
-            raise TokenError("invalid", "token invalid") from None
+        except jwt.PyJWTError as exc:
+            reason = jwt_reason(exc)
+            raise TokenError(reason, _TOKEN_MESSAGES.get(reason, "token invalid").format(exc=exc)) from None
         return self._identity(claims)
 
     def _identity(self, claims: dict[str, Any]) -> Identity:

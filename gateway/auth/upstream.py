@@ -29,7 +29,13 @@ import httpx
 import jwt
 import structlog
 
-from gateway.auth.oidc import ASYMMETRIC_ALGORITHMS, clean_name, parse_groups, verified_email
+from gateway.auth.jwt_reasons import jwt_reason
+from gateway.auth.oidc import (
+    ASYMMETRIC_ALGORITHMS,
+    clean_name,
+    parse_groups,
+    verified_email,
+)
 from gateway.context import Identity
 from gateway.settings import UpstreamSettings
 
@@ -37,6 +43,15 @@ log = structlog.get_logger(__name__)
 
 _MAX_TOKEN_CHARS = 16 * 1024
 
+
+_ASSERTION_MESSAGES = {
+    "expired": "assertion has expired",
+    "not_yet_valid": "assertion issued in the future",
+    "bad_audience": "assertion is for another audience",
+    "bad_issuer": "assertion comes from another issuer",
+    "missing_claim": "assertion lacks {exc.claim}",
+    "bad_signature": "signature does not verify",
+}
 
 class UpstreamAssertionError(Exception):
     """The assertion is absent, malformed, forged, expired or not for us.
@@ -193,20 +208,10 @@ class UpstreamVerifier:
                 leeway=self.leeway_s,
                 options={"require": required},
             )
-        except jwt.ExpiredSignatureError:
-            raise UpstreamAssertionError("expired", "assertion has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise UpstreamAssertionError("not_yet_valid", "assertion issued in the future") from None
-        except jwt.InvalidAudienceError:
-            raise UpstreamAssertionError("bad_audience", "assertion is for another audience") from None
-        except jwt.InvalidIssuerError:
-            raise UpstreamAssertionError("bad_issuer", "assertion comes from another issuer") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise UpstreamAssertionError("missing_claim", f"assertion lacks {exc.claim}") from None
-        except jwt.InvalidSignatureError:
-            raise UpstreamAssertionError("bad_signature", "signature does not verify") from None
         except jwt.InvalidTokenError as exc:
-            raise UpstreamAssertionError("invalid", f"{type(exc).__name__}: {exc}") from None
+            reason = jwt_reason(exc)
+            text = _ASSERTION_MESSAGES.get(reason, "{name}: {exc}").format(exc=exc, name=type(exc).__name__)
+            raise UpstreamAssertionError(reason, text) from None
         return self._identity(claims)
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
