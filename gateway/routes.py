@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable
+from pathlib import Path
 
 import orjson
 from starlette.requests import Request
@@ -12,12 +12,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.errors import STATIC_PREFIX
+from gateway.features import ReadinessCheck
 from gateway.settings import Settings
 
 # A readiness check returns (ok, detail); detail is shown to the probe.
-ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
 
-STATIC_DIR = __import__("pathlib").Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def _json(body: object, status: int = 200) -> Response:

@@ -14,7 +14,7 @@ import datetime as dt
 import ipaddress
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 from starlette.middleware import Middleware
@@ -25,7 +25,7 @@ from gateway.audit import AuditTrail, AuditUnavailable
 from gateway.auth import IdentityLayer, build_identity
 from gateway.context import get_context
 from gateway.errors import error_response
-from gateway.features import Feature, build_features
+from gateway.features import Feature, ReadinessCheck, build_features
 from gateway.middleware.audit import AuditMiddleware
 from gateway.middleware.authorization import AccessQuery, AuthorizationMiddleware
 from gateway.middleware.security_headers import SecurityHeadersMiddleware
@@ -38,7 +38,6 @@ from gateway.tools import Tool
 
 log = structlog.get_logger(__name__)
 
-ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
 DECISION_CACHE_SIZE = 8192
 
 

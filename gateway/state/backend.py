@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 
 from gateway.auth.ratelimit import MemoryCounterStore
 from gateway.auth.sessions import MemorySessionStore
+from gateway.features import ReadinessCheck
 from gateway.settings import AuditSettings, ConfigError, Settings
 
 from .health import BackendHealth
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from .redis_backend import RedisState
 
 Emit = Callable[..., None]
-ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
 VersionSource = Callable[[], "str | None"]
 
 

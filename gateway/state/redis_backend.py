@@ -19,6 +19,7 @@ import structlog
 from redis.exceptions import RedisError
 from starlette.middleware import Middleware
 
+from gateway.features import ReadinessCheck
 from gateway.settings import AuditSettings, Settings
 
 from .counters import RedisCounterStore
@@ -33,7 +34,6 @@ from .sessions import RedisSessionStore
 log = structlog.get_logger(__name__)
 
 Emit = Callable[..., None]
-ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
 VersionSource = Callable[[], "str | None"]
 
 
