@@ -34,11 +34,10 @@ groups = ["employees", "auditors", "security"]
 """
 
 
-@dataclass
-class Gateway:
+class SignInClient:
+    """httpx clients for a running gateway at ``self.url``, signed in through the real form."""
+
     url: str
-    config: Path
-    proc: subprocess.Popen
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=20, **kw)
@@ -58,6 +57,13 @@ class Gateway:
             yield self.login(user, c)
         finally:
             c.close()
+
+
+@dataclass
+class Gateway(SignInClient):
+    url: str
+    config: Path
+    proc: subprocess.Popen
 
     def log(self) -> str:
         return (self.config.parent / "gateway.log").read_text(errors="replace")

@@ -3,10 +3,8 @@ features on, a real local SMTP server (aiosmtpd) and a local webhook receiver fo
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ import pytest
 from gateway.auth.keyring import KeyRing, parse_token_keys
 from gateway.auth.tokens import mint_token
 from gateway.settings import load_settings
-from tests.app.conftest import USERS, add_users
+from tests.app.conftest import SignInClient, add_users
 from tests.helpers import GatewayProcess, free_port, make_config_dir, write_secret
 
 WEBHOOK_SECRET = "test-webhook-secret-2f9c"
@@ -121,15 +119,12 @@ def hooks():
 
 
 @dataclass
-class PlatformGateway:
+class PlatformGateway(SignInClient):
     url: str
     config: Path
     process: GatewayProcess
     token_keys: KeyRing
     settings: Any
-
-    def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=20, **kw)
 
     def token(self, sub: str, groups: list[str], ttl: int = 900, email: str = "") -> str:
         s = self.settings.auth
@@ -138,22 +133,6 @@ class PlatformGateway:
 
     def bearer(self, sub: str, groups: list[str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(sub, groups)}"}
-
-    def login(self, user: str, client: httpx.Client | None = None) -> httpx.Client:
-        c = client or self.client()
-        form = c.get("/auth/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-        r = c.post("/auth/login", data={"username": user, "password": USERS[user][0], "csrf_token": token, "next": "/"})
-        assert r.status_code == 303, r.text
-        return c
-
-    @contextlib.contextmanager
-    def signed_in(self, user: str):
-        c = self.client()
-        try:
-            yield self.login(user, c)
-        finally:
-            c.close()
 
     @property
     def audit_path(self) -> Path:
