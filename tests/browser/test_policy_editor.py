@@ -70,7 +70,9 @@ def set_message(page, label: str, text: str) -> None:  # type: ignore[no-untyped
     box.press("Enter")
 
 
-def wait_text(page, text: str, timeout: float = 20_000) -> None:  # type: ignore[no-untyped-def]
+# Streamlit reruns the page after each widget change; on a loaded 2-core CI
+# machine one rerun with the impact preview can take well over 20 s.
+def wait_text(page, text: str, timeout: float = 60_000) -> None:  # type: ignore[no-untyped-def]
     page.get_by_text(text).first.wait_for(timeout=timeout)
 
 
@@ -180,7 +182,9 @@ def test_a_concurrent_edit_is_refused_with_the_three_way_view(browser, editor_ga
     page.get_by_role("button", name="Save").click()
     wait_text(page, "the file changed on disk since you opened it")
     conflict = page.locator(".st-key-pe-conflict")
-    conflict.get_by_text("edited by someone else meanwhile").first.wait_for()
+    # Their line is in the diff column (and in the collapsed full-text tabs);
+    # wait for it to be rendered at all rather than for a layout pass.
+    conflict.get_by_text("edited by someone else meanwhile").first.wait_for(state="attached", timeout=60_000)
     assert "sam's edit" in conflict.inner_text()
     conflict.scroll_into_view_if_needed()
     shot(page, "policy-editor-conflict")
