@@ -43,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.audit.event_view import picker
 from gateway.context import get_context
 from gateway.errors import error_response
 from gateway.features import BaseFeature, ReadinessCheck
@@ -59,6 +60,7 @@ WATCHED = frozenset({
     "policy.changed", "policy.reloaded", "policy.reload_rejected",
 })  # fmt: skip
 DECIDED = frozenset({"http.request", "websocket.session", "mcp.call"})
+_pick = picker("action", "decision")
 SEVERITIES = ("info", "warning", "critical")
 POLICY_GRACE_S = 1.5
 
@@ -320,10 +322,11 @@ class AlertsFeature(BaseFeature):
     # ------------------------------------------------------------ intake (any thread)
 
     def listener(self, event: dict[str, Any]) -> None:
-        if event.get("action") not in WATCHED:
+        action, decision = _pick(event)
+        if action not in WATCHED:
             return
-        if event.get("action") in DECIDED and event.get("decision") != "deny":
-            return  # the common case leaves here: two lookups, one comparison
+        if action in DECIDED and decision != "deny":
+            return  # the common case leaves here: one lookup, two comparisons
         loop, queue = self._loop, self._queue
         if loop is None or queue is None:
             return

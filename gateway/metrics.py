@@ -14,6 +14,7 @@ and ``operators``; a scraper uses an API token from ``gateway token create``)
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import structlog
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.audit.event_view import picker
 from gateway.context import get_context
 from gateway.errors import error_response
 from gateway.features import BaseFeature, ReadinessCheck
@@ -36,6 +38,10 @@ log = structlog.get_logger(__name__)
 
 PREFIX = "toolgate"
 _NONE = "none"
+_pick = picker("action", "status", "tool", "decision", "rule_id", "outcome", "auth_method", "reason")
+_RAW_ACTIONS = frozenset(
+    {"http.request", "websocket.session", "page.denied", "auth.login", "policy.reloaded", "policy.reload_rejected"}
+)
 
 
 class GatewayMetrics:
@@ -43,55 +49,63 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str], int] = {}  # (status, tool)
-        self.websockets: dict[tuple[str, str], int] = {}  # (outcome, tool)
-        self.decisions: dict[tuple[str, str], int] = {}  # (effect, rule)
-        self.signins: dict[tuple[str, str, str], int] = {}  # (result, method, reason)
+        # Per-event counts keyed by the raw fields; folded into the labelled
+        # tables when Prometheus scrapes, so an event costs one increment.
+        self._raw: dict[tuple[Any, ...], int] = {}
         self.mcp_calls: dict[tuple[str, str], int] = {}  # (mcp tool, outcome)
         self.alerts: dict[tuple[str, str, str], int] = {}  # (kind, channel, outcome)
-        self.policy_reloads: dict[str, int] = {}  # outcome
+
+    def observe(self, event: Mapping[str, Any]) -> None:
+        """The audit listener: one increment per counted event, nothing else."""
+        key = _pick(event)
+        action = key[0]
+        if action in _RAW_ACTIONS:
+            with self._lock:
+                self._raw[key] = self._raw.get(key, 0) + 1
+        elif action == "mcp.call":
+            details = event.get("details") or {}
+            with self._lock:
+                self._inc(self.mcp_calls, (str(details.get("mcp_tool", _NONE)), key[5] or "unknown"))
+                self._raw[key] = self._raw.get(key, 0) + 1  # its decision
+        elif action == "alert.sent":
+            details = event.get("details") or {}
+            k = (str(details.get("kind", _NONE)), str(details.get("channel", _NONE)), key[5] or "unknown")
+            with self._lock:
+                self._inc(self.alerts, k)
 
     @staticmethod
     def _inc(table: dict[Any, int], key: Any) -> None:
         table[key] = table.get(key, 0) + 1
 
-    def observe(self, event: dict[str, Any]) -> None:
-        """The audit listener: one or two increments per event, nothing else."""
-        action = event.get("action")
-        with self._lock:
-            if action == "http.request":
-                self._inc(self.requests, (str(event.get("status", 0)), event.get("tool") or _NONE))
-                self._inc(self.decisions, (event.get("decision") or _NONE, event.get("rule_id") or _NONE))
-            elif action == "websocket.session":
-                self._inc(self.websockets, (event.get("outcome") or "unknown", event.get("tool") or _NONE))
-                self._inc(self.decisions, (event.get("decision") or _NONE, event.get("rule_id") or _NONE))
-            elif action == "page.denied":
-                self._inc(self.decisions, ("deny", event.get("rule_id") or _NONE))
-            elif action == "auth.login":
-                key = (event.get("outcome") or "unknown", event.get("auth_method") or _NONE, event.get("reason") or _NONE)
-                self._inc(self.signins, key)
-            elif action == "mcp.call":
-                details = event.get("details") or {}
-                self._inc(self.mcp_calls, (str(details.get("mcp_tool", _NONE)), event.get("outcome") or "unknown"))
-                self._inc(self.decisions, (event.get("decision") or _NONE, event.get("rule_id") or _NONE))
-            elif action == "alert.sent":
-                details = event.get("details") or {}
-                key = (str(details.get("kind", _NONE)), str(details.get("channel", _NONE)), event.get("outcome") or "unknown")
-                self._inc(self.alerts, key)
-            elif action in ("policy.reloaded", "policy.reload_rejected"):
-                self._inc(self.policy_reloads, event.get("outcome") or "unknown")
-
     def snapshot(self) -> dict[str, dict[Any, int]]:
         with self._lock:
-            return {
-                "requests": dict(self.requests),
-                "websockets": dict(self.websockets),
-                "decisions": dict(self.decisions),
-                "signins": dict(self.signins),
-                "mcp_calls": dict(self.mcp_calls),
-                "alerts": dict(self.alerts),
-                "policy_reloads": dict(self.policy_reloads),
-            }
+            raw = dict(self._raw)
+            snap: dict[str, dict[Any, int]] = {
+                "requests": {}, "websockets": {}, "decisions": {}, "signins": {},
+                "mcp_calls": dict(self.mcp_calls), "alerts": dict(self.alerts), "policy_reloads": {},
+            }  # fmt: skip
+        requests, websockets, decisions = snap["requests"], snap["websockets"], snap["decisions"]
+        signins, reloads = snap["signins"], snap["policy_reloads"]
+
+        def add(table: dict[Any, int], k: Any, n: int) -> None:
+            table[k] = table.get(k, 0) + n
+
+        for (action, status, tool, decision, rule_id, outcome, auth_method, reason), n in raw.items():
+            if action == "http.request":
+                add(requests, (str(status if status is not None else 0), tool or _NONE), n)
+                add(decisions, (decision or _NONE, rule_id or _NONE), n)
+            elif action == "websocket.session":
+                add(websockets, (outcome or "unknown", tool or _NONE), n)
+                add(decisions, (decision or _NONE, rule_id or _NONE), n)
+            elif action == "mcp.call":
+                add(decisions, (decision or _NONE, rule_id or _NONE), n)
+            elif action == "page.denied":
+                add(decisions, ("deny", rule_id or _NONE), n)
+            elif action == "auth.login":
+                add(signins, (outcome or "unknown", auth_method or _NONE, reason or _NONE), n)
+            elif action in ("policy.reloaded", "policy.reload_rejected"):
+                add(reloads, outcome or "unknown", n)
+        return snap
 
 
 def _counter(name: str, doc: str, labels: list[str], table: dict[Any, int]) -> CounterMetricFamily:

@@ -22,6 +22,7 @@ import structlog
 from gateway.settings import AuditSettings
 
 from .chain import load_key
+from .event_view import AuditEvent
 from .schema import OUTCOMES, Roles, check_action, check_outcome
 from .sinks import StdoutSink, SyslogSink
 from .writer import LOG_EVERY_S, WAKE_AT, Item, Stats, Writer
@@ -60,12 +61,6 @@ class AuditStats:
     seq: int
 
 
-# The order of the tuple that emit() queues (see emit()).
-_ITEM_FIELDS = (
-    "ts", "action", "outcome", "request_id", "client_ip", "user", "email", "groups", "auth_method", "method",
-    "path", "tool", "status", "bytes", "duration_ms", "decision", "rule_id", "policy_version", "user_agent",
-    "reason", "session_id", "details", "extra",
-)  # fmt: skip
 
 
 class AuditTrail:
@@ -267,8 +262,9 @@ class AuditTrail:
     def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``listener(event)`` for every accepted event (live feed, alerts, metrics).
 
-        ``event`` is a flat dict of the emit fields that were set, plus
-        ``action``, ``outcome`` and ``ts``.  Listeners run on the emitting
+        ``event`` is a read-only mapping (:class:`AuditEvent`) of the emit
+        fields that were set, plus ``action``, ``outcome`` and ``ts``; call
+        ``dict(event)`` to keep a copy.  Listeners run on the emitting
         thread and must be quick and never raise (failures are logged and
         swallowed).  Returns a function that unsubscribes.
         """
@@ -280,11 +276,7 @@ class AuditTrail:
         return unsubscribe
 
     def _notify(self, item: Item, groups: Any) -> None:
-        event = {k: v for k, v in zip(_ITEM_FIELDS, item) if v is not None and k != "extra"}
-        if groups is not None:
-            event["groups"] = groups  # as the caller gave them
-        if item[-1]:
-            event.update(item[-1])
+        event = AuditEvent(item, groups)
         for listener in self._listeners:
             try:
                 listener(event)

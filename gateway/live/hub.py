@@ -17,9 +17,12 @@ import datetime as dt
 import itertools
 import secrets
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 import structlog
+
+from gateway.audit.event_view import picker
 
 log = structlog.get_logger(__name__)
 
@@ -33,15 +36,18 @@ _FIELDS = (
 _DETAIL_KEYS = ("file", "files", "message", "version", "author", "error", "rolled_back_to", "errors")
 
 
-def category(event: dict[str, Any]) -> str | None:
+_pick = picker("action", "decision", "outcome")
+
+
+def category(event: Mapping[str, Any]) -> str | None:
     """``denial``, ``signin_failure``, ``policy`` or None (not a feed event).  Must be cheap: runs for every event."""
-    action = event.get("action")
+    action, decision, outcome = _pick(event)
     if action == "http.request" or action == "websocket.session":
-        return "denial" if event.get("decision") == "deny" else None
+        return "denial" if decision == "deny" else None
     if action == "page.denied":
         return "denial"
     if action == "auth.login":
-        return "signin_failure" if event.get("outcome") == "failure" else None
+        return "signin_failure" if outcome == "failure" else None
     if action in POLICY_ACTIONS:
         return "policy"
     return None
