@@ -66,8 +66,11 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     scheme = "https" if settings.server.tls_cert else "http"
     log.info("gateway.listening", url=f"{scheme}://{h}:{p}", public_url=settings.server.public_url)
     server = uvicorn.Server(uvicorn_config(app, settings, host=h, port=p))
+    # The loop uvicorn.run() would pick (uvloop when installed): asyncio.run()
+    # alone would silently fall back to the slower default loop.
     try:
-        asyncio.run(_serve_all(server, settings, h))
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(_serve_all(server, settings, h))
     except KeyboardInterrupt:
         pass
     return 0
