@@ -232,7 +232,8 @@ class Services:
         for feature in self.features:
             await feature.start()
         self.emit("gateway.start", outcome="success", details={"policy_version": self.policy.version})
-        log.info("gateway.started", policy_version=self.policy.version)
+        loop = type(asyncio.get_running_loop())
+        log.info("gateway.started", policy_version=self.policy.version, event_loop=f"{loop.__module__}.{loop.__qualname__}")
 
     async def stop(self) -> None:
         if not self.started:

@@ -57,7 +57,7 @@ def tls_gateway(tmp_path_factory):
             stop(proc)
             raise RuntimeError((config.parent / "gateway.log").read_text()[-3000:])
         time.sleep(0.2)
-    yield {"base": base, "ca": ca_pem, "http": f"http://localhost:{http_port}", "port": port}
+    yield {"base": base, "ca": ca_pem, "http": f"http://localhost:{http_port}", "port": port, "log": config.parent / "gateway.log"}
     stop(proc)
 
 
@@ -97,3 +97,11 @@ def test_mdn_observatory_grades_a_plus(tls_gateway):
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "observatory.txt").write_text(proc.stdout)
     assert grade.group(1) == "A+", proc.stdout
+
+
+def test_gateway_run_uses_uvloop(tls_gateway):
+    """`gateway run` drives uvicorn itself; it must pick uvloop as uvicorn.run() would (measured: it matters)."""
+    pytest.importorskip("uvloop")
+    text = tls_gateway["log"].read_text()
+    assert "gateway.started" in text
+    assert "event_loop=uvloop" in text or '"event_loop": "uvloop' in text, text[-2000:]
