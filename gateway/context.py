@@ -16,7 +16,7 @@ from typing import Any, MutableMapping
 SCOPE_KEY = "gateway"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """A user the gateway has verified; nothing here comes from a client claim."""
 
@@ -29,7 +29,7 @@ class Identity:
     display_name: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     client_ip: str
@@ -53,4 +53,4 @@ class RequestContext:
 
 def get_context(scope: MutableMapping[str, Any]) -> RequestContext | None:
     ctx = scope.get(SCOPE_KEY)
-    return ctx if isinstance(ctx, RequestContext) else None
+    return ctx if ctx.__class__ is RequestContext else None

@@ -25,7 +25,7 @@ from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTime
 from starlette.responses import Response
 
 from gateway.auth.keyring import KeyRing
-from gateway.context import Identity
+from gateway.context import Identity, get_context
 from gateway.settings import SessionSettings
 
 if TYPE_CHECKING:
@@ -195,6 +195,12 @@ class SessionManager:
         # values enter, so it cannot be poisoned; it is dropped on any key
         # change.  Revocation and timeouts are still checked on every call.
         self._verified: dict[tuple[bool, str], tuple[str, str, float]] = {}
+        # session id -> (stored record, users snapshot, validated record,
+        # identity): the users-file checks and the Identity for a record the
+        # store handed out before, under the same users file, are not redone
+        # on every request.  Keyed on object identity, so any change to the
+        # record (touch, revoke, group edit) or to the users file misses.
+        self._memo: dict[str, tuple[SessionRecord, object, SessionRecord, Identity | None]] = {}
 
     # ------------------------------------------------------------ cookie format
 
@@ -334,6 +340,20 @@ class SessionManager:
             return None, "expired_absolute"
         if now >= record.last_seen + self.settings.idle_timeout_s:
             return None, "expired_idle"
+        snap = self.users.snapshot()
+        memo = self._memo.get(record.session_id)
+        if memo is not None and memo[0] is record and memo[1] is snap:
+            return memo[2], "ok"
+        checked = await self._check_user(record)
+        if checked is not None:
+            if len(self._memo) >= VERIFIED_CACHE_SIZE:
+                self._memo.clear()
+            self._memo[record.session_id] = (record, snap, checked, None)
+            return checked, "ok"
+        return None, "revoked"
+
+    async def _check_user(self, record: SessionRecord) -> SessionRecord | None:
+        """The record with the users file applied, or None (and the session revoked) when its user may not go on."""
         why = ""
         local = self.users.get(record.user)
         if local is not None and local.disabled:
@@ -343,13 +363,14 @@ class SessionManager:
         elif self.users.sessions_valid_after(record.user) >= record.created_at:
             why = "sessions_invalidated"
         if why:
+            self._memo.pop(record.session_id, None)
             await self._revoke(record.session_id, reason=why)
-            return None, "revoked"
+            return None
         if local is not None and record.auth_method == "password":
             # Group and email edits in the users file apply at once.
             if local.groups != record.groups or local.email != record.email:
                 record = replace(record, groups=local.groups, email=local.email)
-        return record, "ok"
+        return record
 
     async def touch(self, record: SessionRecord) -> SessionRecord:
         """Record activity for the idle timeout, at most once per ``touch_interval_s``."""
@@ -411,6 +432,14 @@ class SessionManager:
         return min(absolute, record.last_seen + self.settings.idle_timeout_s)
 
     def identity(self, record: SessionRecord) -> Identity:
+        memo = self._memo.get(record.session_id)
+        if memo is not None and memo[2] is record:
+            if memo[3] is None:
+                self._memo[record.session_id] = memo = (*memo[:3], self._identity(record))
+            return memo[3]  # type: ignore[return-value]
+        return self._identity(record)
+
+    def _identity(self, record: SessionRecord) -> Identity:
         return Identity(
             user=record.user,
             email=record.email,
@@ -426,8 +455,6 @@ class SessionManager:
 
 def scope_https(scope: Any) -> bool:
     """Does the *browser* see https?  The request-context layer decided (proxy-aware)."""
-    from gateway.context import get_context
-
     ctx = get_context(scope)
     if ctx is not None:
         return ctx.scheme == "https"

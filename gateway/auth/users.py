@@ -242,6 +242,10 @@ class UserDirectory:
             self._load(initial=False)
         return self._snap
 
+    def snapshot(self) -> UsersSnapshot:
+        """The users in force (immutable; a new object after every reload)."""
+        return self._current()
+
     def get(self, name: str) -> UserRecord | None:
         return self._current().users.get(normalise_username(name))
 

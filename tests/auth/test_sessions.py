@@ -267,3 +267,28 @@ async def test_expired_and_tampered_cookie_over_http(env: Env) -> None:
         env.clock.advance(1801)
         resp = await c.get("/x", headers={"cookie": f"toolgate_session={cookie}"})
         assert resp.status_code == 200 and resp.json()["user"] is None and resp.json()["reason"] == "expired_idle"
+
+
+async def test_users_file_changes_apply_to_sessions_already_resolved(env: Env) -> None:
+    """The per-session memo of users-file checks must not outlive a change to the file."""
+    _, cookie = await start(env)
+    rec, why = await env.sessions.resolve(cookie, https=False)
+    assert why == "ok" and "auditors" not in env.sessions.identity(rec).groups
+    rec2, _ = await env.sessions.resolve(cookie, https=False)
+    assert rec2 is rec, "a repeat request reuses the validated record"
+
+    env.users.set_groups("alice", ["auditors"])
+    rec3, _ = await env.sessions.resolve(cookie, https=False)
+    assert rec3.groups == ("auditors",)
+    assert env.sessions.identity(rec3).groups == frozenset({"auditors"})
+
+    env.clock.advance(1)
+    env.users.set_disabled("alice", True)
+    assert (await env.sessions.resolve(cookie, https=False)) == (None, "revoked")
+
+
+async def test_revocation_applies_to_a_session_already_resolved(env: Env) -> None:
+    record, cookie = await start(env)
+    assert (await env.sessions.resolve(cookie, https=False))[1] == "ok"
+    await env.sessions.store.revoke(record.session_id, reason="admin", now=env.clock())
+    assert (await env.sessions.resolve(cookie, https=False)) == (None, "revoked")
