@@ -20,7 +20,6 @@ from datetime import date, datetime, timezone
 
 import numpy as np
 import pandas as pd
-import streamlit as st
 
 SEED = 20_240_917
 
@@ -399,11 +398,6 @@ def top_accounts(data: SalesData, f: SalesFilter, n: int = 15) -> pd.DataFrame:
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def load_sales(as_of: date, seed: int = SEED) -> SalesData:
-    return make_sales(seed, as_of)
-
-
 # --------------------------------------------------------------------------- operations
 
 STEP = pd.Timedelta(minutes=5)
@@ -625,11 +619,6 @@ def fleet_slo(data: OpsData, services: Iterable[str]) -> float:
 def incidents_for(data: OpsData, services: Iterable[str]) -> pd.DataFrame:
     inc = data.incidents
     return inc[inc["service"].isin(list(services))]
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def load_ops(as_of: pd.Timestamp, seed: int = SEED) -> OpsData:
-    return make_ops(seed, as_of)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tools_ui import data
+from tools_ui import cached, data
 
 PAGES = Path(__file__).resolve().parents[2] / "tools_ui" / "tool_pages"
 SALES = PAGES / "sales.py"
@@ -87,7 +87,7 @@ def test_sales_renders_kpis_charts_and_table(sales_at: AppTest) -> None:
 
 
 def test_sales_numbers_come_from_the_data(sales_at: AppTest) -> None:
-    sales = data.load_sales(datetime.now(timezone.utc).date())
+    sales = cached.load_sales(datetime.now(timezone.utc).date())
     k = data.sales_kpis(sales, data.default_filter(sales))
     assert sales_at.metric[0].value == money(k["revenue"].value)
     assert sales_at.metric[2].value == f"{k['win_rate'].value:.1%}"
@@ -100,7 +100,7 @@ def test_sales_region_filter_filters_everything() -> None:
     assert not at.exception
     assert set(at.dataframe[0].value["region"]) == {"LATAM"}
     assert at.metric[0].value != before
-    sales = data.load_sales(datetime.now(timezone.utc).date())
+    sales = cached.load_sales(datetime.now(timezone.utc).date())
     d = data.default_filter(sales)
     latam = data.SalesFilter(("LATAM",), d.start, d.end)
     assert at.metric[0].value == money(data.sales_kpis(sales, latam)["revenue"].value)
@@ -111,7 +111,7 @@ def test_sales_region_filter_filters_everything() -> None:
 
 def test_sales_period_filter_and_no_regions() -> None:
     at = run(SALES)
-    sales = data.load_sales(datetime.now(timezone.utc).date())
+    sales = cached.load_sales(datetime.now(timezone.utc).date())
     first = sales.months[0]
     at.select_slider(key="sales.period").set_value((first, sales.months[2])).run()
     assert not at.exception
@@ -157,7 +157,7 @@ def test_ops_service_selector_narrows_the_page() -> None:
     assert not at.exception
     incidents = at.dataframe[1].value
     assert set(incidents["service"]) <= {"checkout"}
-    ops = data.load_ops(data.ops_as_of())
+    ops = cached.load_ops(data.ops_as_of())
     k = data.ops_kpis(ops, ["checkout"])
     assert at.metric[0].value == f"{k.availability:.3%}"
     assert at.metric[3].value == str(len(data.incidents_for(ops, ["checkout"])))
@@ -181,7 +181,7 @@ def test_ops_every_service_and_window_renders() -> None:
             at.segmented_control(key="ops.window").set_value(window).run()
             assert not at.exception, (name, window)
             assert len(at.metric) == 4 and len(charts(at)) == 2
-            if not data.incidents_for(data.load_ops(data.ops_as_of()), [name]).empty:
+            if not data.incidents_for(cached.load_ops(data.ops_as_of()), [name]).empty:
                 assert set(at.dataframe[-1].value["service"]) == {name}
 
 
@@ -191,3 +191,16 @@ def test_pages_are_fast_once_warm() -> None:
         start = time.perf_counter()
         at.run()
         assert time.perf_counter() - start < 1.5, page.name
+
+
+def test_data_module_stays_free_of_streamlit() -> None:
+    """The REST API imports tools_ui.data at start-up; st.cache_data there would warn (no runtime yet)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, tools_ui.data; print('streamlit' in sys.modules)"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.stdout.strip() == "False", out.stderr
+    assert "No runtime found" not in out.stderr

@@ -11,10 +11,10 @@ import pandas as pd
 import streamlit as st
 
 try:
-    from tools_ui import data
+    from tools_ui import cached, data
 except ModuleNotFoundError:  # run as a script: Streamlit puts only the main script's folder on sys.path
     sys.path.append(str(Path(__file__).resolve().parents[2]))
-    from tools_ui import data
+    from tools_ui import cached, data
 
 ALL = "All services"
 WINDOWS = {"24 h": 24, "3 d": 72, "7 d": 168}
@@ -238,7 +238,7 @@ def main() -> None:
     st.title("Operations")
     st.caption("Latency, error budgets and incidents of the production services, last 7 days (generated sample data).")
 
-    ops = data.load_ops(data.ops_as_of())
+    ops = cached.load_ops(data.ops_as_of())
     services, selected, hours = controls()
 
     kpis(ops, services)

@@ -12,10 +12,10 @@ import pandas as pd
 import streamlit as st
 
 try:
-    from tools_ui import data
+    from tools_ui import cached, data
 except ModuleNotFoundError:  # run as a script: Streamlit puts only the main script's folder on sys.path
     sys.path.append(str(Path(__file__).resolve().parents[2]))
-    from tools_ui import data
+    from tools_ui import cached, data
 
 REGION_COLORS = {"NA": "#2E6FD8", "EMEA": "#F08A3C", "APAC": "#2BA88A", "LATAM": "#B55CC4"}
 STAGE_COLOR = "#2E6FD8"
@@ -216,7 +216,7 @@ def main() -> None:
     st.title("Sales")
     st.caption("Revenue, pipeline and regional performance across the book of business (generated sample data).")
 
-    sales = data.load_sales(datetime.now(timezone.utc).date())
+    sales = cached.load_sales(datetime.now(timezone.utc).date())
     f = filters(sales)
     if f is None:
         st.info("Pick at least one region to see the numbers.", icon=":material/filter_alt:")
