@@ -4,9 +4,10 @@ Semantics (the reference is :meth:`Policy.decide_linear`, a plain scan):
 default deny; a matching ``deny`` beats any matching ``allow``; among rules
 of the deciding effect the first in file order is named.
 
-Speed: :mod:`gateway.policy.index` hands a decision only the rules that
-could apply (and what is left to check of each); an optional LRU cache keyed
-on the whole request (plus the minute, when time rules exist) sits in front.
+Speed: :mod:`gateway.policy.index` reads only the buckets of rules that
+could apply and decides from them (see there why it is laid out as it is);
+an optional LRU cache keyed on the whole request (plus the minute, when
+time rules exist) sits in front.
 A Policy is never mutated after construction; a reload builds a new one, so
 the cache dies with its version.
 """
@@ -74,8 +75,7 @@ class Policy:
 
     def candidates(self, req: Request) -> list[Rule]:
         """Rules the index hands to a decision on ``req`` (a superset of those that match)."""
-        index = self._signed_in if req.user is not None else self._anonymous
-        return list({id(r): r for r, _ in index.entries(req)}.values())
+        return (self._signed_in if req.user is not None else self._anonymous).candidates(req)
 
     # ------------------------------------------------------------ decisions
 
@@ -83,7 +83,8 @@ class Policy:
         """Allow or deny ``req``; cached per request tuple for this version."""
         cache = self._cache
         if cache is None:
-            return self._decide(req)
+            # _decide() spelled out: one call less on the uncached hot path.
+            return (self._signed_in if req.user is not None else self._anonymous).decide(req, self.default_decision)
         key = (req.key, int(req.at.timestamp()) // 60) if self.has_time_rules else req.key
         hit = cache.get(key)
         if hit is not None:
@@ -105,22 +106,7 @@ class Policy:
         return self._decide(req)
 
     def _decide(self, req: Request) -> Decision:
-        best_deny: Rule | None = None
-        best_allow: Rule | None = None
-        index = self._signed_in if req.user is not None else self._anonymous
-        for r, residual in index.entries(req):
-            if r.deny:
-                if best_deny is not None and best_deny.order <= r.order:
-                    continue
-                if residual is None or residual(req):
-                    best_deny = r
-            elif best_deny is None and (best_allow is None or r.order < best_allow.order) and (residual is None or residual(req)):
-                best_allow = r
-        if best_deny is not None:
-            return best_deny.decision  # type: ignore[return-value]
-        if best_allow is not None:
-            return best_allow.decision  # type: ignore[return-value]
-        return self.default_decision
+        return (self._signed_in if req.user is not None else self._anonymous).decide(req, self.default_decision)
 
     def decide_linear(self, req: Request) -> Decision:
         """The reference semantics: scan every rule.  Used by explain and tests."""
