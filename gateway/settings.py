@@ -113,6 +113,9 @@ class PolicySettings:
     known_groups: tuple[str, ...] = ()
 
 
+AUDIT_WRITERS = ("process", "thread")
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     path: Path = Path("audit/audit.jsonl")
@@ -125,6 +128,10 @@ class AuditSettings:
     stdout: bool = False
     syslog: bool = False
     syslog_address: str = "/dev/log"
+    # Where records are built, chained and written: "process" (a writer
+    # process on another core; the gateway only queues and ships batches)
+    # or "thread" (a thread of the gateway process, sharing its GIL).
+    writer: str = "process"
 
 
 @dataclass(frozen=True)
@@ -515,7 +522,10 @@ def _audit(raw: Any, base: Path) -> AuditSettings:
         stdout=s.bool("stdout", d.stdout),
         syslog=s.bool("syslog", d.syslog),
         syslog_address=s.str("syslog_address", d.syslog_address, allow_empty=False),
+        writer=s.str("writer", d.writer, allow_empty=False),
     )
+    if out.writer not in AUDIT_WRITERS:
+        raise ConfigError(s.key("writer"), f'must be "process" or "thread", got {out.writer!r}')
     _check_secret_file(s.key("key_file"), out.key_file)
     s.done()
     return out

@@ -1,10 +1,13 @@
 """AuditTrail: the object the rest of the gateway emits audit events into.
 
 ``emit`` only validates, timestamps and appends to a bounded in-memory queue;
-one writer thread (gateway/audit/writer.py) does processors, chain, disk and
-sinks.  With ``fail_closed`` an unhealthy trail makes ``emit`` raise
-:class:`AuditUnavailable` so the caller can refuse the request instead of
-serving it unrecorded; otherwise events are dropped, counted and logged.
+the writer (gateway/audit/writer.py) does processors, chain, disk and sinks:
+in a separate process by default (``audit.writer = "process"``: a shipper
+thread here sends it the queue in batches, gateway/audit/shipper.py), or in
+a thread of this process (``"thread"``).  With ``fail_closed`` an unhealthy
+trail makes ``emit`` raise :class:`AuditUnavailable` so the caller can refuse
+the request instead of serving it unrecorded; otherwise events are dropped,
+counted and logged.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from gateway.settings import AuditSettings
+from gateway.settings import AUDIT_WRITERS, AuditSettings, ConfigError
 
 from .chain import load_key
 from .event_view import AuditEvent
 from .schema import OUTCOMES, Roles, check_action, check_outcome
+from .shipper import ProcessWriter
 from .sinks import StdoutSink, SyslogSink
 from .writer import LOG_EVERY_S, WAKE_AT, Item, Stats, Writer
 
@@ -81,7 +85,7 @@ class AuditTrail:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._stats = Stats()
-        self._writer: Writer | None = None
+        self._writer: Writer | ProcessWriter | None = None
         self._thread: threading.Thread | None = None
         self._ok = False  # accepting events: started, not closed, writer not failing
         self._state = "new"  # new | running | closing | closed
@@ -94,42 +98,49 @@ class AuditTrail:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Load the key, open/lock the file, continue the chain, start the writer thread."""
+        """Load the key, open/lock the file, continue the chain, start the writer (process or thread)."""
         if self._state != "new":
             raise RuntimeError(f"AuditTrail.start() called twice (state {self._state})")
+        if self.settings.writer not in AUDIT_WRITERS:
+            raise ConfigError("audit.writer", f'must be "process" or "thread", got {self.settings.writer!r}')
         key = load_key(self.settings.key_file)
+        # What the writer shares with emit(): the queue, its wake-up, the
+        # counters and the lock items are taken under.
+        shared: dict[str, Any] = dict(
+            replica_id=self.replica_id, clock=self._clock, queue=self._queue, wake=self._wake,
+            stats=self._stats, lock=self._lock, on_state=self._on_writer_state,
+        )  # fmt: skip
+        if self.settings.writer == "process":
+            # The child opens and locks the file and builds the sinks; its
+            # start-up errors raise here as the same ConfigError/OSError.
+            pw = ProcessWriter(self.settings, key, **shared)
+            pw.open()
+            self._run(pw, "audit-shipper")
+            return
         sinks: list[Any] = []
         if self.settings.stdout:
             sinks.append(StdoutSink())
         if self.settings.syslog:
             sinks.append(SyslogSink(self.settings.syslog_address))
-        w = Writer(
-            self.settings,
-            key,
-            replica_id=self.replica_id,
-            clock=self._clock,
-            queue=self._queue,
-            wake=self._wake,
-            stats=self._stats,
-            lock=self._lock,
-            sinks=sinks,
-            on_state=self._on_writer_state,
-        )
+        w = Writer(self.settings, key, sinks=sinks, **shared)
         try:
             w.open()
         except BaseException:
             for s in sinks:
                 s.close()
             raise
+        self._run(w, "audit-writer")
+
+    def _run(self, w: Writer | ProcessWriter, name: str) -> None:
         self._writer = w
-        self._thread = threading.Thread(target=w.run, name="audit-writer", daemon=True)
+        self._thread = threading.Thread(target=w.run, name=name, daemon=True)
         self._state = "running"
         self._ok = True
         self._thread.start()
-        # The writer is a daemon thread (it must never keep a dying process
-        # alive); this drains the queue if the app's shutdown never ran.
+        # The writer/shipper is a daemon thread (it must never keep a dying
+        # process alive); this drains the queue if the app's shutdown never ran.
         atexit.register(self.close, 2.0)
-        log.info("audit_trail_started", path=str(self.settings.path), seq=w.signer.seq, fail_closed=self.fail_closed)
+        log.info("audit_trail_started", path=str(self.settings.path), seq=w.signer.seq, fail_closed=self.fail_closed, writer=self.settings.writer)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop taking events, write every queued one, fsync, stop the thread.
@@ -338,7 +349,7 @@ class AuditTrail:
     @property
     def queue_depth(self) -> int:
         w = self._writer
-        return len(self._queue) + (len(w.backlog) if w is not None else 0)
+        return len(self._queue) + (w.waiting() if w is not None else 0)
 
     @property
     def written(self) -> int:

@@ -1,6 +1,8 @@
-"""The single writer thread: queue -> processors -> chain -> batched writes -> sinks.
+"""The single writer: queue -> processors -> chain -> batched writes -> sinks.
 
 Everything that touches the disk happens here, so ``emit`` never waits on I/O.
+It runs as a thread of the gateway (``audit.writer = "thread"``) or, by
+default, in the writer process (gateway/audit/writer_process.py), unchanged.
 Failure model: an OSError (disk full, directory gone, EIO) puts the writer
 into an error state; the trail reports unhealthy (emit then raises or drops,
 per fail_closed) and the writer retries every ``RETRY_INTERVAL_S``.  Events
@@ -96,6 +98,8 @@ class Writer:
         self.sinks = sinks
         self.on_state = on_state
         self.mac = Mac(key)
+        self.batch_max = BATCH_MAX  # events taken from the queue per batch
+        self.wake_at = WAKE_AT  # fewer waiting than this: collect more for up to BATCH_DELAY_S
         # The pipeline: the builder (timestamp + ECS mapping, with the
         # redactor applied to every value that can carry a secret as the
         # record is assembled), any further structlog-style processors, then
@@ -207,7 +211,7 @@ class Writer:
                 n = len(q)
                 if n:
                     with lock:  # emit() retracts items under it (see AuditTrail._retract)
-                        batch = [q.popleft() for _ in range(min(n, BATCH_MAX))]
+                        batch = [q.popleft() for _ in range(min(n, self.batch_max))]
                         stats.taken += len(batch)
                     try:
                         self._consume(batch)
@@ -231,7 +235,7 @@ class Writer:
                         continue
                     break
                 self.wake.clear()
-                if len(q) < WAKE_AT:
+                if len(q) < self.wake_at:
                     # Collect a batch: events reach the disk within BATCH_DELAY_S.
                     self.wake.wait(min(self.flush_interval, BATCH_DELAY_S))
         except BaseException as exc:  # a bug must not silently stop the trail
@@ -568,6 +572,10 @@ class Writer:
 
     def pending(self) -> int:
         return len(self.queue) + len(self.backlog) + self.buf_events
+
+    def waiting(self) -> int:
+        """Events taken from the queue and held back by a write failure (the trail's queue_depth adds them)."""
+        return len(self.backlog)
 
     # ------------------------------------------------------------ shutdown
 

@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
+import pytest
 
 from gateway.audit import AuditTrail
+
+# Run a test once per writer: overrides the conftest ``writer_mode`` fixture
+# (the trail's settings follow it).
+BOTH_WRITERS = pytest.mark.parametrize("writer_mode", ["thread", "process"])
 
 # 2025-11-25T11:17:00.123456Z
 T0 = 1764069420.123456

@@ -29,9 +29,19 @@ def audit_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings_for(audit_dir: Path, key_file: Path) -> Callable[..., AuditSettings]:
+def writer_mode() -> str:
+    """The writer of the trails these tests make: the in-process thread unless a test asks for both.
+
+    Tests of the trail's core behaviour take ``writer_mode`` from
+    ``audit_helpers.BOTH_WRITERS`` and run once with each writer.
+    """
+    return "thread"
+
+
+@pytest.fixture
+def settings_for(audit_dir: Path, key_file: Path, writer_mode: str) -> Callable[..., AuditSettings]:
     def make(**kw: Any) -> AuditSettings:
-        base: dict[str, Any] = {"path": audit_dir / "audit.jsonl", "key_file": key_file, "flush_interval_s": 0.02}
+        base: dict[str, Any] = {"path": audit_dir / "audit.jsonl", "key_file": key_file, "flush_interval_s": 0.02, "writer": writer_mode}
         base.update(kw)
         return AuditSettings(**base)
 

@@ -27,7 +27,7 @@ from gateway.audit.verify import (
 )
 from gateway.settings import ConfigError
 
-from .audit_helpers import emit_requests, lines_of, records_of
+from .audit_helpers import BOTH_WRITERS, emit_requests, lines_of, records_of
 
 
 def _write(make_trail, n: int = 10, **kw) -> None:
@@ -40,6 +40,7 @@ def _rewrite(path: Path, lines: list[bytes]) -> None:
     path.write_bytes(b"".join(line + b"\n" for line in lines))
 
 
+@BOTH_WRITERS
 def test_chain_is_hmac_of_previous_chain_and_line_prefix(make_trail, audit_dir: Path, key: bytes) -> None:
     """The documented algorithm, recomputed with nothing but the stdlib."""
     _write(make_trail, 5)
@@ -69,6 +70,7 @@ def test_signer_undo_restores_the_head() -> None:
     assert (s.seq, s.chain) == head
 
 
+@BOTH_WRITERS
 def test_intact_trail_verifies(make_trail, audit_dir: Path, key: bytes) -> None:
     _write(make_trail, 25)
     res = verify_paths([audit_dir / "audit.jsonl"], key)
@@ -209,6 +211,7 @@ def _rotated_series(make_trail, audit_dir: Path, n: int = 60) -> list[Path]:
     return files
 
 
+@BOTH_WRITERS
 def test_rotated_series_verifies_in_chain_order_not_name_order(make_trail, audit_dir: Path, key: bytes) -> None:
     files = _rotated_series(make_trail, audit_dir)
     # Names that sort backwards must not matter: order comes from the chain.

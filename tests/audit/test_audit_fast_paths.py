@@ -25,15 +25,23 @@ FULL = dict(
 )  # fmt: skip
 
 
+from .audit_helpers import BOTH_WRITERS
+
+
 @pytest.fixture
-def trail(tmp_path: Path):
+def writer_mode() -> str:
+    return "thread"
+
+
+@pytest.fixture
+def trail(tmp_path: Path, writer_mode: str):
     key_file = tmp_path / "audit.key"
     key_file.write_text(secrets.token_hex(32) + "\n")
     os.chmod(key_file, 0o600)
     made = []
 
     def make(**kw) -> AuditTrail:
-        t = AuditTrail(AuditSettings(path=tmp_path / "audit" / "audit.jsonl", key_file=key_file, flush_interval_s=0.02, **kw))
+        t = AuditTrail(AuditSettings(path=tmp_path / "audit" / "audit.jsonl", key_file=key_file, flush_interval_s=0.02, writer=writer_mode, **kw))
         made.append(t)
         return t
 
@@ -57,6 +65,7 @@ def test_one_literal_shape_equals_the_field_by_field_build() -> None:
     assert list(fast["user"]["roles"]) == ["employees", "sales"]
 
 
+@BOTH_WRITERS
 def test_values_of_any_type_in_free_text_fields_are_redacted(trail) -> None:
     t = trail()
     t.start()
@@ -81,6 +90,7 @@ class _RacingQueue(collections.deque):
             self.trail._ok = False
 
 
+@BOTH_WRITERS
 def test_an_append_that_races_the_trail_stopping_is_taken_back(trail) -> None:
     t = trail()
     t.start()
@@ -103,6 +113,7 @@ def test_retract_knows_when_the_writer_already_took_the_item(trail) -> None:
     assert t._retract(item) is False
 
 
+@BOTH_WRITERS
 def test_many_events_through_the_fast_path_verify(trail) -> None:
     t = trail(max_bytes=64 * 1024)
     t.start()
@@ -115,7 +126,8 @@ def test_many_events_through_the_fast_path_verify(trail) -> None:
     assert verify_paths(files, bytes.fromhex((t.settings.key_file).read_text().strip())).ok
 
 
-def test_sync_makes_own_writes_visible(tmp_path):
+@BOTH_WRITERS
+def test_sync_makes_own_writes_visible(tmp_path, writer_mode):
     """Readers in the process see their own writes despite the writer's batching."""
     from gateway.audit import AuditTrail
     from gateway.settings import AuditSettings
@@ -123,7 +135,7 @@ def test_sync_makes_own_writes_visible(tmp_path):
     key = tmp_path / "k"
     key.write_text("ab" * 32)
     key.chmod(0o600)
-    trail = AuditTrail(AuditSettings(path=tmp_path / "a.jsonl", key_file=key, flush_interval_s=5.0))
+    trail = AuditTrail(AuditSettings(path=tmp_path / "a.jsonl", key_file=key, flush_interval_s=5.0, writer=writer_mode))
     trail.start()
     try:
         for i in range(3):

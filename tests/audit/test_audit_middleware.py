@@ -21,7 +21,7 @@ from gateway.context import Identity, get_context
 from gateway.middleware.audit import AuditMiddleware
 from gateway.middleware.request_context import RequestContextMiddleware
 
-from .audit_helpers import records_of, wait_for
+from .audit_helpers import BOTH_WRITERS, records_of, wait_for
 
 ALICE = Identity(user="alice", email="alice@example.com", groups=frozenset({"sales", "employees"}), auth_method="session", session_id="sid-42")
 
@@ -127,6 +127,7 @@ def only_record(audit_dir: Path) -> dict[str, Any]:
     return rec
 
 
+@BOTH_WRITERS
 async def test_http_request_event_carries_context_identity_and_response(make_trail, audit_dir: Path, key: bytes) -> None:
     t = make_trail(replica_id="gw-1")
     async with client(build(t)) as c:
@@ -194,6 +195,7 @@ async def test_crash_is_recorded_as_500(make_trail, audit_dir: Path) -> None:
     assert rec["http"]["response"]["status_code"] == 500 and rec["event"]["outcome"] == "failure"
 
 
+@BOTH_WRITERS
 async def test_unhealthy_trail_fails_closed_with_503_before_the_app_runs(make_trail, audit_dir: Path) -> None:
     t = make_trail()
     t.close()
@@ -206,6 +208,7 @@ async def test_unhealthy_trail_fails_closed_with_503_before_the_app_runs(make_tr
     assert calls == []  # nothing served unrecorded
 
 
+@BOTH_WRITERS
 async def test_real_write_failure_turns_requests_into_503(make_trail, audit_dir: Path) -> None:
     t = make_trail(flush_interval_s=0.01)
     app = build(t)
@@ -260,6 +263,7 @@ async def test_without_a_request_context_the_basics_are_still_recorded(make_trai
     assert rec["client"]["ip"] == "127.0.0.1"
 
 
+@BOTH_WRITERS
 def test_websocket_session_event(make_trail, audit_dir: Path, key: bytes) -> None:
     t = make_trail()
     with TestClient(build(t)) as tc, tc.websocket_connect("/ws") as ws:

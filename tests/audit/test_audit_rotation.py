@@ -12,13 +12,14 @@ from gateway.audit import AuditTrail, verify_paths
 from gateway.audit.verify import TORN_TAIL, WRONG_KEY
 from gateway.settings import ConfigError
 
-from .audit_helpers import Clock, emit_requests, lines_of, records_of, user_records, wait_for, write_key
+from .audit_helpers import BOTH_WRITERS, Clock, emit_requests, lines_of, records_of, user_records, wait_for, write_key
 
 
 def _series(audit_dir: Path) -> list[Path]:
     return sorted(audit_dir.glob("audit-*.jsonl")) + [audit_dir / "audit.jsonl"]
 
 
+@BOTH_WRITERS
 def test_size_rotation_links_each_file_to_the_previous(make_trail, audit_dir: Path, key: bytes) -> None:
     t = make_trail(max_bytes=4096)
     emit_requests(t, 80)
@@ -38,6 +39,7 @@ def test_size_rotation_links_each_file_to_the_previous(make_trail, audit_dir: Pa
     assert t.stats().rotations == len(files) - 1
 
 
+@BOTH_WRITERS
 def test_rotated_names_are_utc_sortable(make_trail, audit_dir: Path) -> None:
     t = make_trail(max_bytes=4096, clock=Clock())
     emit_requests(t, 30)
@@ -48,6 +50,7 @@ def test_rotated_names_are_utc_sortable(make_trail, audit_dir: Path) -> None:
     assert len(set(names)) == len(names)
 
 
+@BOTH_WRITERS
 def test_daily_rotation_at_utc_midnight(make_trail, audit_dir: Path, key: bytes) -> None:
     clock = Clock(1764115199.5)  # 2025-11-25T23:59:59.5Z
     t = make_trail(clock=clock)
@@ -75,6 +78,7 @@ def test_no_daily_rotation_when_switched_off(make_trail, audit_dir: Path) -> Non
     assert not list(audit_dir.glob("audit-*.jsonl"))
 
 
+@BOTH_WRITERS
 def test_restart_continues_the_chain_in_the_same_file(make_trail, audit_dir: Path, key: bytes) -> None:
     t1 = make_trail()
     emit_requests(t1, 5)
@@ -89,6 +93,7 @@ def test_restart_continues_the_chain_in_the_same_file(make_trail, audit_dir: Pat
     assert res.ok and res.records == 10
 
 
+@BOTH_WRITERS
 def test_restart_after_torn_last_line_starts_a_new_file_and_says_why(make_trail, audit_dir: Path, key: bytes) -> None:
     t1 = make_trail()
     emit_requests(t1, 5)
@@ -113,6 +118,7 @@ def test_restart_after_torn_last_line_starts_a_new_file_and_says_why(make_trail,
     assert alone.problem is not None and alone.problem.kind == TORN_TAIL and not alone.tampered
 
 
+@BOTH_WRITERS
 def test_restart_after_crash_between_rename_and_first_record(make_trail, audit_dir: Path, key: bytes) -> None:
     t1 = make_trail(max_bytes=4096)
     emit_requests(t1, 30)
@@ -134,6 +140,7 @@ def test_restart_after_crash_between_rename_and_first_record(make_trail, audit_d
     assert [w.kind for w in res.warnings] == ["resumed"]
 
 
+@BOTH_WRITERS
 def test_key_change_starts_a_new_file_and_both_keys_verify(make_trail, audit_dir: Path, key: bytes, key_file: Path) -> None:
     t1 = make_trail()
     emit_requests(t1, 3)
@@ -148,6 +155,7 @@ def test_key_change_starts_a_new_file_and_both_keys_verify(make_trail, audit_dir
     assert res.problem is not None and res.problem.kind == WRONG_KEY
 
 
+@BOTH_WRITERS
 def test_second_writer_on_the_same_path_is_refused(make_trail) -> None:
     make_trail()
     with pytest.raises(ConfigError) as e:
@@ -155,6 +163,7 @@ def test_second_writer_on_the_same_path_is_refused(make_trail) -> None:
     assert e.value.key == "audit.path" and "another gateway process" in e.value.message
 
 
+@BOTH_WRITERS
 def test_moved_away_file_is_noticed_and_linked(make_trail, audit_dir: Path, key: bytes) -> None:
     t = make_trail(flush_interval_s=0.01)
     emit_requests(t, 3)
@@ -174,6 +183,7 @@ def test_moved_away_file_is_noticed_and_linked(make_trail, audit_dir: Path, key:
     assert both.ok and both.records == 6 and [w.kind for w in both.warnings] == ["file_replaced"]
 
 
+@BOTH_WRITERS
 def test_files_are_private(make_trail, audit_dir: Path) -> None:
     t = make_trail()
     emit_requests(t, 1)
@@ -182,6 +192,7 @@ def test_files_are_private(make_trail, audit_dir: Path) -> None:
     assert audit_dir.stat().st_mode & 0o077 == 0
 
 
+@BOTH_WRITERS
 def test_lines_end_with_newline_and_nothing_is_torn_on_close(make_trail, audit_dir: Path) -> None:
     t = make_trail()
     emit_requests(t, 50)
@@ -190,6 +201,7 @@ def test_lines_end_with_newline_and_nothing_is_torn_on_close(make_trail, audit_d
     assert data.endswith(b"\n") and len(lines_of(audit_dir / "audit.jsonl")) == 50
 
 
+@BOTH_WRITERS
 def test_trail_is_a_context_manager(settings_for, audit_dir: Path) -> None:
     with AuditTrail(settings_for()) as t:
         t.emit("gateway.start")

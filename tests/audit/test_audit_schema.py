@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from .audit_helpers import T0, Clock, records_of
+from .audit_helpers import BOTH_WRITERS, T0, Clock, records_of
 
 from gateway.audit import ACTIONS, FIELD_MAP, verify_paths
 from gateway.audit.schema import FLAT_FIELDS, ToECS
@@ -37,6 +37,7 @@ ALL_FIELDS = dict(
 )
 
 
+@BOTH_WRITERS
 def test_every_flat_field_lands_on_its_ecs_name(make_trail, audit_dir: Path) -> None:
     t = make_trail(clock=Clock(), replica_id="gw-1")
     t.emit("http.request", **ALL_FIELDS)

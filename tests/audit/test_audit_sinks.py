@@ -10,18 +10,21 @@ import pytest
 from gateway.audit import read_events
 from gateway.settings import ConfigError
 
-from .audit_helpers import Clock, emit_requests, lines_of, wait_for
+from .audit_helpers import BOTH_WRITERS, Clock, emit_requests, lines_of, wait_for
 
 
-def test_stdout_sink_copies_each_line(make_trail, audit_dir: Path, capsys) -> None:
+@BOTH_WRITERS
+def test_stdout_sink_copies_each_line(make_trail, audit_dir: Path, capfd) -> None:
+    # capfd, not capsys: the writer process writes to the inherited descriptor 1.
     t = make_trail(stdout=True)
     emit_requests(t, 3)
     assert t.close()
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     copied = [line for line in out.splitlines() if line.startswith('{"@timestamp"')]
     assert [c.encode() for c in copied] == lines_of(audit_dir / "audit.jsonl")
 
 
+@BOTH_WRITERS
 def test_syslog_sink_sends_one_datagram_per_record(make_trail, audit_dir: Path, tmp_path: Path) -> None:
     sock_path = tmp_path / "log.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -38,12 +41,14 @@ def test_syslog_sink_sends_one_datagram_per_record(make_trail, audit_dir: Path, 
     assert got == [b"<86>toolgate-audit: " + line for line in lines]  # authpriv.info
 
 
+@BOTH_WRITERS
 def test_unreachable_syslog_stops_start_naming_the_key(make_trail, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         make_trail(syslog=True, syslog_address=str(tmp_path / "no-such.sock"))
     assert e.value.key == "audit.syslog_address"
 
 
+@BOTH_WRITERS
 def test_failing_sink_is_counted_and_never_makes_the_trail_unhealthy(make_trail, audit_dir: Path, tmp_path: Path) -> None:
     sock_path = tmp_path / "log.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -60,6 +65,7 @@ def test_failing_sink_is_counted_and_never_makes_the_trail_unhealthy(make_trail,
     assert len(lines_of(audit_dir / "audit.jsonl")) == 3
 
 
+@BOTH_WRITERS
 def test_read_events_filters_in_chain_order(make_trail, audit_dir: Path) -> None:
     clock = Clock()
     t = make_trail(max_bytes=4096, clock=clock)
@@ -79,6 +85,7 @@ def test_read_events_filters_in_chain_order(make_trail, audit_dir: Path) -> None
     assert list(read_events([audit_dir], client_ip="10.9.9.9"))[0]["user"]["name"] == "bob"
 
 
+@BOTH_WRITERS
 def test_metrics_counters(make_trail) -> None:
     t = make_trail()
     emit_requests(t, 50)
