@@ -58,16 +58,27 @@ def open_editor(page, gw: Gateway) -> None:  # type: ignore[no-untyped-def]
     )
 
 
+# Streamlit shows "Press Enter to apply" while a typed value is not yet sent
+# to the server; a button clicked before that goes would act on the old value
+# (a Save of the *previous* draft).  Wait until every typed value is applied.
+_UNAPPLIED = (
+    "() => ![...document.querySelectorAll('[data-testid=\"InputInstructions\"]')]"
+    ".some(e => e.textContent.includes('to apply'))"
+)
+
+
 def set_draft(page, text: str) -> None:  # type: ignore[no-untyped-def]
     box = page.get_by_label("Policy text", exact=True)
     box.fill(text)
     box.press("Control+Enter")  # commit the text area without waiting for a blur
+    page.wait_for_function(_UNAPPLIED, timeout=30_000)
 
 
 def set_message(page, label: str, text: str) -> None:  # type: ignore[no-untyped-def]
     box = page.get_by_label(label, exact=True)
     box.fill(text)
     box.press("Enter")
+    page.wait_for_function(_UNAPPLIED, timeout=30_000)
 
 
 # Streamlit reruns the page after each widget change; on a loaded 2-core CI
@@ -182,10 +193,16 @@ def test_a_concurrent_edit_is_refused_with_the_three_way_view(browser, editor_ga
     page.get_by_role("button", name="Save").click()
     wait_text(page, "the file changed on disk since you opened it")
     conflict = page.locator(".st-key-pe-conflict")
-    # Their line is in the diff column (and in the collapsed full-text tabs);
-    # wait for it to be rendered at all rather than for a layout pass.
-    conflict.get_by_text("edited by someone else meanwhile").first.wait_for(state="attached", timeout=60_000)
-    assert "sam's edit" in conflict.inner_text()
+    # Their line and yours, anywhere in the three-way view.  Polled on the
+    # container's whole text: Streamlit splits highlighted code into spans
+    # and may still be re-rendering the block on a loaded machine, so a
+    # locator for one text node can miss what a reader sees.
+    page.wait_for_function(
+        """() => { const c = document.querySelector('.st-key-pe-conflict');
+                   return !!c && c.textContent.includes('edited by someone else meanwhile')
+                              && c.textContent.includes("sam's edit"); }""",
+        timeout=60_000,
+    )
     conflict.scroll_into_view_if_needed()
     shot(page, "policy-editor-conflict")
     assert policy_file(gw).read_text() == theirs
