@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -106,14 +107,26 @@ def add_users(config: Path) -> None:
         users.add(name, password, groups=groups, email=email)
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory) -> Gateway:
+@contextlib.contextmanager
+def running_gateway(folder: Path, *, host: str = "127.0.0.1", policies: dict[str, str] | None = None) -> Iterator[Gateway]:
+    """A real gateway in ``folder`` with the test users (and extra policy files), stopped afterwards.
+
+    ``host``: the name tests browse by (a browser needs ``localhost`` so
+    Host and Origin line up with the configured public URL).
+    """
     port = free_port()
-    config = make_config_dir(tmp_path_factory.mktemp("gw"), port=port)
-    (config.parent / "policies" / "99-test-probes.toml").write_text(TEST_POLICY)
+    config = make_config_dir(folder, port=port)
+    for name, text in (policies or {}).items():
+        (config.parent / "policies" / name).write_text(text)
     add_users(config)
     proc = start_gateway(config, port)
     try:
-        yield Gateway(url=f"http://127.0.0.1:{port}", config=config, proc=proc)
+        yield Gateway(url=f"http://{host}:{port}", config=config, proc=proc)
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory) -> Iterator[Gateway]:
+    with running_gateway(tmp_path_factory.mktemp("gw"), policies={"99-test-probes.toml": TEST_POLICY}) as gw:
+        yield gw

@@ -6,11 +6,12 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from tests.app.conftest import USERS, Gateway, add_users, start_gateway, stop
-from tests.helpers import ROOT, free_port, make_config_dir
+from tests.app.conftest import USERS, Gateway, running_gateway
+from tests.helpers import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -61,16 +62,10 @@ def browser():
 
 
 @pytest.fixture(scope="session")
-def web_gateway(tmp_path_factory) -> Gateway:
-    port = free_port()
-    config = make_config_dir(tmp_path_factory.mktemp("web"), port=port)
-    add_users(config)
-    proc = start_gateway(config, port)
-    try:
-        # Browse by the name the browser would use, so Host and Origin line up.
-        yield Gateway(url=f"http://localhost:{port}", config=config, proc=proc)
-    finally:
-        stop(proc)
+def web_gateway(tmp_path_factory) -> Iterator[Gateway]:
+    # Browse by the name the browser would use, so Host and Origin line up.
+    with running_gateway(tmp_path_factory.mktemp("web"), host="localhost") as gw:
+        yield gw
 
 
 def sign_in(page, gateway: Gateway, user: str, next_path: str = "/") -> None:  # type: ignore[no-untyped-def]

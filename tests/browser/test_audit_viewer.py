@@ -7,27 +7,21 @@ import io
 import re
 import time
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 import pytest
 
-from tests.app.conftest import Gateway, add_users, start_gateway, stop
+from tests.app.conftest import Gateway, running_gateway
 from tests.browser.conftest import PageLog, browser, shot, sign_in  # noqa: F401 - fixtures
-from tests.helpers import free_port, make_config_dir
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def audit_gateway(tmp_path_factory) -> Gateway:
-    port = free_port()
-    config = make_config_dir(tmp_path_factory.mktemp("auditview"), port=port)
-    add_users(config)
-    proc = start_gateway(config, port)
-    try:
-        yield Gateway(url=f"http://localhost:{port}", config=config, proc=proc)
-    finally:
-        stop(proc)
+def audit_gateway(tmp_path_factory) -> Iterator[Gateway]:
+    with running_gateway(tmp_path_factory.mktemp("auditview"), host="localhost") as gw:
+        yield gw
 
 
 def trail_records(gw: Gateway) -> list[dict]:

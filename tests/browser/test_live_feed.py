@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 import pytest
 
-from tests.app.conftest import Gateway, add_users, start_gateway, stop
+from tests.app.conftest import Gateway, running_gateway
 from tests.browser.conftest import PageLog, browser, shot, sign_in  # noqa: F401 - fixtures
-from tests.helpers import free_port, make_config_dir
 
 pytestmark = pytest.mark.browser
 
@@ -16,15 +16,9 @@ FEED = "[data-toolgate-live]"
 
 
 @pytest.fixture(scope="module")
-def feed_gateway(tmp_path_factory) -> Gateway:
-    port = free_port()
-    config = make_config_dir(tmp_path_factory.mktemp("livefeed"), port=port)
-    add_users(config)
-    proc = start_gateway(config, port)
-    try:
-        yield Gateway(url=f"http://localhost:{port}", config=config, proc=proc)
-    finally:
-        stop(proc)
+def feed_gateway(tmp_path_factory) -> Iterator[Gateway]:
+    with running_gateway(tmp_path_factory.mktemp("livefeed"), host="localhost") as gw:
+        yield gw
 
 
 def test_denial_in_another_browser_shows_up_live_without_csp_violations(browser, feed_gateway: Gateway):  # noqa: F811

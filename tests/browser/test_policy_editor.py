@@ -13,9 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.app.conftest import Gateway, add_users, start_gateway, stop
+from tests.app.conftest import Gateway, running_gateway
 from tests.browser.conftest import shot, sign_in
-from tests.helpers import free_port, make_config_dir
 
 pytestmark = pytest.mark.browser
 
@@ -26,14 +25,8 @@ OPS_TEST_DENY = 'tool = "ops"\nexpect = "deny"\nexpect_rule = "default-deny"'
 
 @pytest.fixture(scope="module")
 def editor_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    port = free_port()
-    config = make_config_dir(tmp_path_factory.mktemp("editor"), port=port)
-    add_users(config)
-    proc = start_gateway(config, port)
-    try:
-        yield Gateway(url=f"http://localhost:{port}", config=config, proc=proc)
-    finally:
-        stop(proc)
+    with running_gateway(tmp_path_factory.mktemp("editor"), host="localhost") as gw:
+        yield gw
 
 
 def policy_file(gw: Gateway) -> Path:

@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -19,8 +20,8 @@ from gateway.context import RequestContext
 from gateway.live.feature import WS_FORBIDDEN, WS_SESSION_ENDED, LiveFeedFeature
 from gateway.services import build_services
 from gateway.settings import load_settings
-from tests.app.conftest import USERS, Gateway, add_users, start_gateway, stop
-from tests.helpers import free_port, make_config_dir
+from tests.app.conftest import USERS, Gateway, add_users, running_gateway
+from tests.helpers import make_config_dir
 
 pytestmark = pytest.mark.slow
 
@@ -44,15 +45,9 @@ groups = ["employees"]
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory) -> Gateway:
-    port = free_port()
-    config = make_config_dir(tmp_path_factory.mktemp("feed"), port=port)
-    add_users(config)
-    proc = start_gateway(config, port)
-    try:
-        yield Gateway(url=f"http://127.0.0.1:{port}", config=config, proc=proc)
-    finally:
-        stop(proc)
+def gw(tmp_path_factory) -> Iterator[Gateway]:
+    with running_gateway(tmp_path_factory.mktemp("feed")) as gw:
+        yield gw
 
 
 def cookie(client: httpx.Client) -> str:
