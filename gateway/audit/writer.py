@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 import structlog
@@ -332,15 +332,10 @@ class Writer:
         suffix = SUFFIX_LEN
         daily = self.rotate_daily
         max_bytes = self.max_bytes
-        signer = self.signer
         # (Re)loaded after every rotation and flush: in_file and the number of
         # events added follow from how far seq moved since.
-        seq = seq0 = signer.seq
-        chain = signer.chain
-        day, in_file0 = self.day, self.records_in_file
-        used = self.size + self.buf_bytes
-        flush_at = self.size + BUF_FLUSH_BYTES
-        ext = self.buf.extend
+        seq, chain, day, in_file0, used, flush_at, ext = self._loop_state()
+        seq0 = seq
         try:
             for rec in recs:
                 d = rec["@timestamp"][:10]
@@ -352,12 +347,8 @@ class Writer:
                         park(rec, recs)
                         raise
                     finally:
-                        signer = self.signer
-                        seq = seq0 = signer.seq
-                        chain, day, in_file0 = signer.chain, self.day, self.records_in_file
-                        used = self.size + self.buf_bytes
-                        flush_at = self.size + BUF_FLUSH_BYTES
-                        ext = self.buf.extend
+                        seq, chain, day, in_file0, used, flush_at, ext = self._loop_state()
+                        seq0 = seq
                 seq += 1
                 rec["seq"] = seq
                 try:
@@ -373,12 +364,8 @@ class Writer:
                         park(rec, recs)
                         raise
                     finally:
-                        signer = self.signer
-                        seq = seq0 = signer.seq
-                        chain, day, in_file0 = signer.chain, self.day, self.records_in_file
-                        used = self.size + self.buf_bytes
-                        flush_at = self.size + BUF_FLUSH_BYTES
-                        ext = self.buf.extend
+                        seq, chain, day, in_file0, used, flush_at, ext = self._loop_state()
+                        seq0 = seq
                     seq += 1
                     rec["seq"] = seq
                     body = dumps_record(rec)
@@ -407,6 +394,12 @@ class Writer:
                         flush_at = self.size + BUF_FLUSH_BYTES
         finally:
             self._store(seq, chain, used, in_file0 + seq - seq0, day, seq - seq0)
+
+    def _loop_state(self) -> tuple[int, bytes, str | None, int, int, int, Callable[[Iterable[bytes]], None]]:
+        """What _sign keeps in locals: seq, chain, day, records in the file, bytes used, flush mark, buffer append."""
+        used = self.size + self.buf_bytes
+        return (self.signer.seq, self.signer.chain, self.day, self.records_in_file, used,
+                self.size + BUF_FLUSH_BYTES, self.buf.extend)  # fmt: skip
 
     def _store(self, seq: int, chain: bytes, used: int, in_file: int, day: str | None, added: int) -> None:
         """Write _sign's locals back (the chain head, the buffer and file counters)."""
