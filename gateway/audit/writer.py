@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 import orjson
 import structlog
 
+from gateway.fsutil import fsync_dir
 from gateway.settings import AuditSettings, ConfigError
 
 from .chain import CHAIN_KEY, GENESIS, LINE_END, SUFFIX_LEN, Mac, Signer
@@ -501,19 +502,7 @@ class Writer:
         self.stats.rotations += 1
         self._flush()
         # Durability of the rename itself.
-        self._fsync_dir()
-
-    def _fsync_dir(self) -> None:
-        try:
-            dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        fsync_dir(self.path.parent)
 
     def _maintain(self) -> None:
         """Periodic: fdatasync, and notice the file being moved or deleted under us."""

@@ -17,17 +17,17 @@ serving, so a half-written edit never logs everybody out or opens anything.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import structlog
+
+from gateway.fsutil import atomic_write
 
 log = structlog.get_logger(__name__)
 
@@ -109,24 +109,7 @@ def new_token_key_line(kid: str | None = None) -> str:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, mode 0600 (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where supported
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    atomic_write(path, text.encode("utf-8"), 0o600)
 
 
 class FileWatch:

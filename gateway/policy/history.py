@@ -31,11 +31,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from gateway.fsutil import atomic_write
 
 from .model import PolicyLoadError, Problem
 from .sources import check_file_name
@@ -71,37 +72,6 @@ def cap_diff(diff: str, limit: int = DIFF_LIMIT) -> str:
         return diff
     cut = diff.rfind("\n", 0, limit) + 1 or limit
     return diff[:cut] + f"... diff truncated: {len(diff) - cut} of {len(diff)} characters not shown\n"
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Temporary dot-file in the same folder, fsync, chmod, rename, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where folders cannot be fsynced)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _utc_now() -> str:

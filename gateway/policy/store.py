@@ -10,8 +10,6 @@ fails, so the gateway cannot come up without a policy.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import structlog
+
+from gateway.fsutil import atomic_write
 
 from .engine import Policy, compile_parsed
 from .loader import content_version, parse_sources
@@ -34,19 +34,6 @@ Emit = Callable[..., None]
 # mtime on some file systems, same-size edits within one tick).
 _FULL_CHECK_EVERY = 10
 _READ_ATTEMPTS = 3
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Unstable(Exception):
@@ -274,23 +261,10 @@ class PolicyStore:
                     where=filename,
                 )
         target = self.dir / filename
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.dir)
         try:
-            try:
-                os.chmod(tmp, target.stat().st_mode & 0o777)
-            except FileNotFoundError:
-                os.chmod(tmp, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(self.dir)  # the rename itself must survive a crash
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+            mode = target.stat().st_mode & 0o777  # an edit keeps the file's permissions
+        except FileNotFoundError:
+            mode = 0o644
+        atomic_write(target, text.encode("utf-8"), mode)
         self.reload()
         return self._policy
