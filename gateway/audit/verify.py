@@ -85,10 +85,21 @@ class VerifyResult:
 
 def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
     """Files as given; a directory contributes its ``*.jsonl`` files.  Missing paths raise."""
+    return _collect(paths, recursive=False)
+
+
+def _collect(paths: Iterable[Path | str], *, recursive: bool) -> list[Path]:
+    """Files as given, each once; a directory contributes its ``*.jsonl`` files (at any depth if ``recursive``)."""
     out: list[Path] = []
     seen: set[Path] = set()
     for p in map(Path, paths):
-        if p.is_dir():
+        if p.is_dir() and recursive:
+            # Folders starting with "." (the viewer's cache) hold no trails.
+            items = sorted(
+                c for c in p.rglob("*.jsonl")
+                if c.is_file() and not any(part.startswith(".") for part in c.relative_to(p).parts[:-1])
+            )  # fmt: skip
+        elif p.is_dir():
             items = sorted(c for c in p.glob("*.jsonl") if c.is_file())
         elif p.is_file():
             items = [p]
@@ -112,24 +123,7 @@ def chain_groups(paths: Iterable[Path | str]) -> list[tuple[str, list[Path]]]:
     (empty, torn) join the one chain of their folder.  The label is the
     replica id, or the folder for trails written without one.
     """
-    files: list[Path] = []
-    seen: set[Path] = set()
-    for p in map(Path, paths):
-        if p.is_dir():
-            # Folders starting with "." (the viewer's cache) hold no trails.
-            items = sorted(
-                c for c in p.rglob("*.jsonl")
-                if c.is_file() and not any(part.startswith(".") for part in c.relative_to(p).parts[:-1])
-            )  # fmt: skip
-        elif p.is_file():
-            items = [p]
-        else:
-            raise FileNotFoundError(f"no such file or directory: {p}")
-        for c in items:
-            r = c.resolve()
-            if r not in seen:
-                seen.add(r)
-                files.append(c)
+    files = _collect(paths, recursive=True)
     groups: dict[tuple[str | None, Path], list[Path]] = {}
     headless: list[Path] = []
     for f in files:
