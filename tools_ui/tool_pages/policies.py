@@ -87,6 +87,13 @@ def result(fn: str, kind: str, **data: Any) -> None:
     ss["pe.out"][fn] = {"kind": kind, "draft_sha": sha256_text(ss.get(draft_key(fn), "")), **data}
 
 
+def test_result(fn: str, c: Any, **extra: Any) -> None:
+    """Record a draft check with its policy-test report (``c``: what ed.run_draft_tests returned)."""
+    r = c.report
+    result(fn, "test", errors=c.errors, warnings=c.warnings, summary=r.summary() if r else "", ok=c.ok,
+           failures=r.format_failures() if r else "", total=len(r.results) if r else 0, **extra)  # fmt: skip
+
+
 # ---------------------------------------------------------------- actions (callbacks run before the page)
 
 
@@ -104,9 +111,7 @@ def do_test(fn: str) -> None:
     if check_file_name(name):
         result(fn, "name", message=check_file_name(name))
         return
-    c = ed.run_draft_tests(pdir, name, ss[draft_key(fn)], known_groups)
-    result(fn, "test", errors=c.errors, warnings=c.warnings, summary=c.report.summary() if c.report else "",
-           ok=c.ok, failures=c.report.format_failures() if c.report else "", total=len(c.report.results) if c.report else 0)  # fmt: skip
+    test_result(fn, ed.run_draft_tests(pdir, name, ss[draft_key(fn)], known_groups))
 
 
 def do_diff(fn: str) -> None:
@@ -133,9 +138,7 @@ def do_save(fn: str) -> None:
         return
     c = ed.run_draft_tests(pdir, name, draft, known_groups)
     if not c.ok:
-        result(fn, "test", errors=c.errors, warnings=c.warnings, summary=c.report.summary() if c.report else "",
-               ok=False, failures=c.report.format_failures() if c.report else "", total=len(c.report.results) if c.report else 0,
-               blocked=True)  # fmt: skip
+        test_result(fn, c, blocked=True)
         return
     base = ss["pe.base"][fn]
     try:
