@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from tests.app.conftest import Gateway, running_gateway
-from tests.browser.conftest import shot, sign_in
+from tests.browser.conftest import ARTIFACTS, shot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -77,7 +77,14 @@ def set_message(page, label: str, text: str) -> None:  # type: ignore[no-untyped
 # Streamlit reruns the page after each widget change; on a loaded 2-core CI
 # machine one rerun with the impact preview can take well over 20 s.
 def wait_text(page, text: str, timeout: float = 60_000) -> None:  # type: ignore[no-untyped-def]
-    page.get_by_text(text).first.wait_for(timeout=timeout)
+    try:
+        page.get_by_text(text).first.wait_for(timeout=timeout)
+    except Exception:
+        # This wait has timed out in loaded full runs and never alone: keep
+        # what the page showed, for whoever chases it (tests/artifacts/).
+        shot(page, "FAILED-policy-editor")
+        (ARTIFACTS / "FAILED-policy-editor.txt").write_text(page.locator("body").inner_text())
+        raise
 
 
 def audit_records(gw: Gateway, action: str) -> list[dict]:
