@@ -191,7 +191,7 @@ def test_a_concurrent_edit_is_refused_with_the_three_way_view(browser, editor_ga
     set_draft(page, draft)
     set_message(page, "Change message", "my change")
     page.get_by_role("button", name="Save").click()
-    wait_text(page, "the file changed on disk since you opened it")
+    wait_text(page, "Not saved: the file changed on disk since you opened it")
     conflict = page.locator(".st-key-pe-conflict")
     # Their line and yours, anywhere in the three-way view.  Polled on the
     # container's whole text: Streamlit splits highlighted code into spans

@@ -192,3 +192,47 @@ def test_an_untouched_draft_follows_a_change_made_elsewhere(services: Services) 
     at.text_input(key=f"pe.msg::{FILE}").set_value("on top of theirs")
     at.button[4].click().run()
     assert (pdir / FILE).read_text() == theirs + "# and mine\n", texts(at)
+
+
+def path_of(node: Any, want: Any, here: tuple[int, ...] = ()) -> tuple[int, ...] | None:
+    """Where ``want`` sits in the page's element tree (the browser keys widgets' components by it)."""
+    if node is want:
+        return here
+    for i, child in getattr(node, "children", {}).items():
+        found = path_of(child, want, (*here, i))
+        if found is not None:
+            return found
+    return None
+
+
+def test_a_rerun_never_pushes_typed_values_back_and_they_survive_other_tabs(services: Services) -> None:
+    at = run("policies.py", as_user("sam"))
+    open_file(at)
+    draft = at.text_area(key=f"pe.draft::{FILE}").value + "\n# mine\n"
+    at.text_area(key=f"pe.draft::{FILE}").set_value(draft)
+    at.text_input(key=f"pe.msg::{FILE}").set_value("why")
+    at.button[0].click().run()  # Validate
+    # A value sent back from the server replaces what the browser shows: a run
+    # that began before the user's last keystroke arrived would undo it.
+    assert not at.text_area(key=f"pe.draft::{FILE}").proto.set_value
+    assert not at.text_input(key=f"pe.msg::{FILE}").proto.set_value
+    at.session_state["pe.tab"] = "History"
+    at.run()
+    assert len(at.text_area) == 0  # the editor is not drawn on this run
+    at.session_state["pe.tab"] = "Edit"
+    at.run()
+    assert at.text_area(key=f"pe.draft::{FILE}").value == draft
+    assert at.text_input(key=f"pe.msg::{FILE}").value == "why"
+
+
+def test_an_on_disk_notice_does_not_move_the_widgets_under_the_users_hands(services: Services) -> None:
+    at = run("policies.py", as_user("sam"))
+    open_file(at)
+    ta = at.text_area(key=f"pe.draft::{FILE}")
+    ta.set_value(ta.value + "\n# mine\n").run()
+    before = (path_of(at.main, at.text_area(key=f"pe.draft::{FILE}")), path_of(at.main, at.text_input(key=f"pe.msg::{FILE}")))
+    (Path(services.policy.dir) / FILE).write_text((Path(services.policy.dir) / FILE).read_text() + "\n# theirs\n")
+    at.run()
+    assert "changed on disk since you opened it" in texts(at)
+    after = (path_of(at.main, at.text_area(key=f"pe.draft::{FILE}")), path_of(at.main, at.text_input(key=f"pe.msg::{FILE}")))
+    assert None not in before and before == after

@@ -60,10 +60,32 @@ ss.setdefault("pe.out", {})  # file -> what the last button produced
 ss.setdefault("pe.conflict", {})  # file -> {"base", "theirs", "yours"}
 ss.setdefault("pe.sim", None)
 ss.setdefault("pe.impact", None)
+ss.setdefault("pe.keep", {})  # widget key -> its value when it was last drawn or set
+
+
 # Streamlit forgets a widget's value on a run that does not draw it (another
-# tab is open); assigning it back keeps drafts and messages across tabs.
-for _k in [k for k in ss.keys() if isinstance(k, str) and k.startswith(("pe.draft::", "pe.msg::", "pe.rbmsg::", "pe.newname"))]:
-    ss[_k] = ss[_k]
+# tab is open), so drafts and messages are kept beside their widgets.  They are
+# not assigned back on every run: each assignment is pushed to the browser, and
+# a run that started before the user's last keystroke reached the server would
+# overwrite what they typed (a Save then went out with an empty message).
+def value(key: str, default: str = "") -> str:
+    """A kept widget's value: live while it is on the page, else what it last held."""
+    return ss[key] if key in ss else ss["pe.keep"].get(key, default)
+
+
+def put(key: str, text: str) -> None:
+    """Set a kept widget's value (from a callback: the page shows it on this run)."""
+    ss[key] = text
+    ss["pe.keep"][key] = text
+
+
+def kept(draw: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+    """Draw a widget whose value survives runs that do not draw it."""
+    if key not in ss and key in ss["pe.keep"]:
+        ss[key] = ss["pe.keep"][key]  # refill only a widget coming back onto the page
+    out = draw(*args, key=key, **kwargs)
+    ss["pe.keep"][key] = out
+    return out
 
 
 def draft_key(fn: str) -> str:
@@ -76,15 +98,15 @@ def open_file(fn: str, *, force: bool = False) -> None:
         return
     text, sha = ed.opened(pdir, fn) if fn != NEW else (ed.NEW_FILE_TEMPLATE, None)
     ss["pe.base"][fn] = {"text": text if sha else "", "sha": sha}
-    ss[draft_key(fn)] = text
+    put(draft_key(fn), text)
 
 
 def target_name(fn: str) -> str:
-    return (ss.get("pe.newname") or "").strip() if fn == NEW else fn
+    return value("pe.newname").strip() if fn == NEW else fn
 
 
 def result(fn: str, kind: str, **data: Any) -> None:
-    ss["pe.out"][fn] = {"kind": kind, "draft_sha": sha256_text(ss.get(draft_key(fn), "")), **data}
+    ss["pe.out"][fn] = {"kind": kind, "draft_sha": sha256_text(value(draft_key(fn))), **data}
 
 
 def test_result(fn: str, c: Any, **extra: Any) -> None:
@@ -102,7 +124,7 @@ def do_validate(fn: str) -> None:
     if check_file_name(name):
         result(fn, "name", message=check_file_name(name))
         return
-    c = ed.validate(pdir, name, ss[draft_key(fn)], known_groups)
+    c = ed.validate(pdir, name, value(draft_key(fn)), known_groups)
     result(fn, "validate", errors=c.errors, warnings=c.warnings)
 
 
@@ -111,13 +133,13 @@ def do_test(fn: str) -> None:
     if check_file_name(name):
         result(fn, "name", message=check_file_name(name))
         return
-    test_result(fn, ed.run_draft_tests(pdir, name, ss[draft_key(fn)], known_groups))
+    test_result(fn, ed.run_draft_tests(pdir, name, value(draft_key(fn)), known_groups))
 
 
 def do_diff(fn: str) -> None:
     name = target_name(fn)
     in_force = store.current.sources.get(name, "")
-    result(fn, "diff", diff=unified_diff(in_force, ss[draft_key(fn)], name or "new.toml", "in force", "draft"))
+    result(fn, "diff", diff=unified_diff(in_force, value(draft_key(fn)), name or "new.toml", "in force", "draft"))
 
 
 def do_discard(fn: str) -> None:
@@ -128,8 +150,8 @@ def do_discard(fn: str) -> None:
 
 def do_save(fn: str) -> None:
     name = target_name(fn)
-    draft = ss[draft_key(fn)]
-    message = (ss.get(f"pe.msg::{fn}") or "").strip()
+    draft = value(draft_key(fn))
+    message = value(f"pe.msg::{fn}").strip()
     if check_file_name(name):
         result(fn, "name", message=check_file_name(name))
         return
@@ -154,10 +176,10 @@ def do_save(fn: str) -> None:
         result(fn, "refused", message=str(exc))
         return
     ss["pe.conflict"].pop(fn, None)
-    ss[f"pe.msg::{fn}"] = ""
+    put(f"pe.msg::{fn}", "")
     if fn == NEW:
         ss["pe.base"][name] = {"text": draft, "sha": sha256_text(draft)}
-        ss[draft_key(name)] = draft
+        put(draft_key(name), draft)
         ss["pe.file"] = name
         ss["pe.base"].pop(NEW, None)
         fn = name
@@ -184,7 +206,7 @@ def keep_mine(fn: str) -> None:
 
 
 def do_rollback(fn: str, number: int) -> None:
-    message = (ss.get(f"pe.rbmsg::{fn}") or "").strip()
+    message = value(f"pe.rbmsg::{fn}").strip()
     base = ss["pe.base"][fn]
     try:
         res = ed.rollback_as(access.current_user(), services, fn, number, base_sha=base["sha"], message=message)
@@ -192,7 +214,7 @@ def do_rollback(fn: str, number: int) -> None:
         result(fn, "refused", message=str(exc))
         return
     except ConflictError as exc:
-        ss["pe.conflict"][fn] = {"base": base["text"], "theirs": exc.theirs, "yours": ss[draft_key(fn)], "file": fn}
+        ss["pe.conflict"][fn] = {"base": base["text"], "theirs": exc.theirs, "yours": value(draft_key(fn)), "file": fn}
         result(fn, "conflict")
         return
     except (PolicyLoadError, ValueError, KeyError) as exc:
@@ -200,8 +222,8 @@ def do_rollback(fn: str, number: int) -> None:
         return
     text, sha = ed.opened(pdir, fn)
     ss["pe.base"][fn] = {"text": text, "sha": sha}
-    ss[draft_key(fn)] = text
-    ss[f"pe.rbmsg::{fn}"] = ""
+    put(draft_key(fn), text)
+    put(f"pe.rbmsg::{fn}", "")
     if res.changed:
         result(fn, "saved", old=res.old_version.label if res.old_version else "", new=res.new_version.label,
                policy=res.policy_version, diff=res.diff, rollback_of=f"v{number}")  # fmt: skip
@@ -228,7 +250,7 @@ fn = st.selectbox("Policy file", [*files, NEW], key="pe.file")
 open_file(fn)
 name = target_name(fn)
 if fn == NEW:
-    st.text_input("New file name", key="pe.newname", placeholder="50-team.toml")
+    kept(st.text_input, "pe.newname", "New file name", placeholder="50-team.toml")
 
 tabs = st.tabs(["Edit", "Simulate", "Impact preview", "History", "All rules"], key="pe.tab", on_change="rerun")
 t_edit, t_sim, t_impact, t_hist, t_rules = tabs
@@ -318,18 +340,21 @@ def show_conflict(fn: str) -> None:
 
 if t_edit.open is not False:
     with t_edit:
+        # A fixed slot for the on-disk notices: a notice that appeared above the
+        # widgets would shift them, and Streamlit remounts shifted widgets,
+        # dropping whatever was typed but not yet applied.
+        notice = st.container()
         base = ss["pe.base"][fn]
-        draft = ss.get(draft_key(fn), "")
+        draft = value(draft_key(fn))
         on_disk_sha = sha256_text(ed.disk_text(pdir, name)) if name and not check_file_name(name) else None
         if fn != NEW and on_disk_sha != base["sha"] and draft == base["text"] and fn not in ss["pe.conflict"]:
             # Nothing of yours to lose: follow the file (someone saved it elsewhere).
             open_file(fn, force=True)
-            base, draft = ss["pe.base"][fn], ss[draft_key(fn)]
-            st.info(f"{fn} was changed on disk by someone else; the editor now shows the new version.", icon=":material/sync:")
+            base, draft = ss["pe.base"][fn], value(draft_key(fn))
+            notice.info(f"{fn} was changed on disk by someone else; the editor now shows the new version.", icon=":material/sync:")
         elif fn != NEW and on_disk_sha != base["sha"] and fn not in ss["pe.conflict"]:
-            st.warning(f"**{fn} changed on disk since you opened it.** Saving will be refused until you reconcile.", icon=":material/sync_problem:")
-        st.text_area("Policy text", key=draft_key(fn), height=440, help="TOML: [meta], [[rule]] and [[test]] tables. See policies/README.md.")
-        draft = ss.get(draft_key(fn), "")
+            notice.warning(f"**{fn} changed on disk since you opened it.** Saving will be refused until you reconcile.", icon=":material/sync_problem:")
+        draft = kept(st.text_area, draft_key(fn), "Policy text", height=440, help="TOML: [meta], [[rule]] and [[test]] tables. See policies/README.md.")
         in_force = store.current.sources.get(name)
         if draft == base["text"] and fn != NEW:
             st.caption(":green[●] No unsaved changes." + ("" if in_force == draft else " (The file on disk differs from the policy in force: it was rejected.)"))
@@ -341,7 +366,7 @@ if t_edit.open is not False:
         row.button("Show diff", on_click=do_diff, args=(fn,), icon=":material/difference:")
         row.button("Discard my changes", on_click=do_discard, args=(fn,), icon=":material/undo:", disabled=fn == NEW)
         with st.container(border=True):
-            st.text_input("Change message", key=f"pe.msg::{fn}", placeholder="Why this change? (recorded with your name in the history and the audit trail)")
+            kept(st.text_input, f"pe.msg::{fn}", "Change message", placeholder="Why this change? (recorded with your name in the history and the audit trail)")
             st.button("Save", type="primary", on_click=do_save, args=(fn,), icon=":material/save:")
             st.caption("Saving validates the draft and runs every policy test first; it is refused if the file changed on disk since you opened it.")
         show_output(fn, draft)
@@ -375,7 +400,7 @@ if t_sim.open:
             else:
                 out: dict[str, Any] = {"now": store.current.explain(req)}
                 try:
-                    out["draft"] = ed.compile_draft(pdir, name, ss[draft_key(fn)], known_groups).explain(req)
+                    out["draft"] = ed.compile_draft(pdir, name, value(draft_key(fn)), known_groups).explain(req)
                 except PolicyLoadError as exc:
                     out["draft_error"] = str(exc)
                 ss["pe.sim"] = out
@@ -411,7 +436,7 @@ if t_impact.open:
         days = row.number_input("Days of history", min_value=1, max_value=90, value=7, step=1)
         if row.button("Preview impact", type="primary", icon=":material/query_stats:"):
             try:
-                draft_policy = ed.compile_draft(pdir, name, ss[draft_key(fn)], known_groups)
+                draft_policy = ed.compile_draft(pdir, name, value(draft_key(fn)), known_groups)
             except PolicyLoadError as exc:
                 ss["pe.impact"] = {"error": str(exc)}
             else:
@@ -475,10 +500,10 @@ if t_hist.open:
                     st.markdown(f"**Rolling back to v{pick} would change:**")
                     st.code(d or "(nothing: v%d is what is on disk)" % pick, language="diff")
                     with st.container(border=True):
-                        st.text_input("Rollback message", key=f"pe.rbmsg::{fn}", placeholder=f"roll back to v{pick}")
+                        kept(st.text_input, f"pe.rbmsg::{fn}", "Rollback message", placeholder=f"roll back to v{pick}")
                         st.button(f"Roll back to v{pick}", type="primary", on_click=do_rollback, args=(fn, pick), icon=":material/history:")
                         st.caption("A rollback is a save: validated, tested, locked against concurrent edits, and audited.")
-        show_output(fn, ss.get(draft_key(fn), ""))
+        show_output(fn, value(draft_key(fn)))
 
 # ---------------------------------------------------------------- overview
 
