@@ -388,6 +388,13 @@ class ProcessWriter:
                     if alive:
                         try:
                             wire.send_frame(child.cmd_fd, wire.BATCH, payload)
+                            # Under a steady stream the queue is never empty:
+                            # shipping again at once would ship one or two
+                            # events a time, each costing the request path a
+                            # GIL hand-off.  Collect as the writer thread does.
+                            self.wake.clear()
+                            if len(q) < WAKE_AT and not self.closing:
+                                self.wake.wait(BATCH_DELAY_S)
                             continue
                         except OSError:
                             # The child died before it read the whole frame, so

@@ -268,9 +268,10 @@ class Writer:
         One at a time so only bytes pile up: dicts alive in bulk make the
         cyclic GC expensive.
         """
-        recs = self.builder.records(batch, self._record_failed)
         if not self.processors:
-            return recs
+            # Nothing looks inside the records before they are serialized.
+            return self.builder.records(batch, self._record_failed, fragments=True)
+        recs = self.builder.records(batch, self._record_failed)
         return self._processed(batch, recs)
 
     def _processed(self, batch: list[Item], recs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

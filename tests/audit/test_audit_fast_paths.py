@@ -65,6 +65,33 @@ def test_one_literal_shape_equals_the_field_by_field_build() -> None:
     assert list(fast["user"]["roles"]) == ["employees", "sales"]
 
 
+@pytest.mark.parametrize("replica", ["gw-1", None])
+def test_the_writers_serialized_sub_records_give_the_same_bytes(replica: str | None) -> None:
+    """The writer's ``fragments`` path writes exactly what the plain records serialize to."""
+    odd = dict(user='ali"ce\\ \u00e9\u2028', email="a@b.c\n", user_agent=f"Bearer {JWT} \"q\" \x01", path="/x?token=abcdef123456")
+    variants = [{}, odd, {"client_ip": "::1"}, {"groups": ("ops",)}, {"status": 503}, {"outcome": "failure"},
+                {"reason": "denied"}, {"details": {"k": 1}}, {"groups": ["a", "b"]}, {"session_id": None}]  # fmt: skip
+    items = []
+    for i, over in enumerate(variants * 3):  # repeats: the cached sub-records are used
+        v = {**FULL, **over, "request_id": f"r{i}", "duration_ms": i / 7}
+        items.append((T0 + i, "http.request", v.pop("outcome", None), *[v[f] for f in FLAT_FIELDS], None))
+    plain = [orjson.dumps(r) for r in ToECS(replica, redactor=Redactor()).records(items)]
+    builder = ToECS(replica, redactor=Redactor())
+    fast = [orjson.dumps(r) for r in builder.records(items, fragments=True)]
+    assert fast == plain
+    assert builder._parts and JWT.encode() not in b"".join(fast) and b"abcdef123456" not in b"".join(fast)
+
+
+def test_the_serialized_sub_record_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.audit.schema.FRAGMENT_CACHE", 8)
+    builder = ToECS(None, redactor=Redactor())
+    items = [(T0, "http.request", None, *[{**FULL, "user": f"u{i}", "path": f"/p{i}"}[f] for f in FLAT_FIELDS], None) for i in range(50)]
+    out = [orjson.loads(orjson.dumps(r)) for r in builder.records(items, fragments=True)]
+    assert [r["user"]["name"] for r in out] == [f"u{i}" for i in range(50)]
+    assert [r["url"]["path"] for r in out] == [f"/p{i}" for i in range(50)]
+    assert len(builder._parts) <= 8 and len(builder._urls) <= 8
+
+
 @BOTH_WRITERS
 def test_values_of_any_type_in_free_text_fields_are_redacted(trail) -> None:
     t = trail()

@@ -293,3 +293,35 @@ def test_writer_setting_in_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_settings(cfg, environ={})
     assert e.value.key == "audit.writer" and "process" in e.value.message
+
+
+def test_a_steady_stream_is_shipped_in_batches_not_event_by_event(make_trail, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each frame shipped costs the request path a GIL hand-off: a shipper that
+    # shipped again whenever anything was queued sent small frames back to back.
+    from gateway.audit import shipper
+
+    frames: list[tuple[float, int]] = []
+    send = shipper.wire.send_frame
+
+    def counting(fd: int, tag: bytes, payload: bytes) -> None:
+        if tag == shipper.wire.BATCH:
+            frames.append((time.monotonic(), len(shipper.wire.decode_batch(payload)[2])))
+        send(fd, tag, payload)
+
+    monkeypatch.setattr(shipper.wire, "send_frame", counting)
+    t = make_trail()
+    deadline = time.perf_counter() + 0.4
+    n = 0
+    # ~0.4 s of requests, one every 20 us, from a thread that lets go of the
+    # GIL between them as a busy event loop does (uvloop polls without it).
+    while (now := time.perf_counter()) < deadline:
+        t.emit("http.request", path=f"/p{n}", status=200)
+        n += 1
+        while time.perf_counter() < now + 0.00002:
+            time.sleep(0)
+    assert t.close()
+    assert t.written == n and n > 1000
+    # Every frame but the one close() sends at once: a full batch, or the
+    # events of one collection interval.
+    for (t0, _), (t1, size) in zip(frames[:-2], frames[1:-1]):
+        assert size >= shipper.WAKE_AT or t1 - t0 >= 0.9 * shipper.BATCH_DELAY_S, (size, t1 - t0, len(frames))
