@@ -275,7 +275,12 @@ def main() -> int:
           f"{statistics.median(producer_thread) / n * 1e6:.2f} with the writer thread (building the fields dict included; "
           "mapping, redaction, chain and I/O run in the writer)")  # fmt: skip
     rate = n / min(wall["trail"])
-    print(f"target >= 250,000 events/s with the chain: {'MET' if rate >= 250_000 else 'NOT MET'} ({rate:,.0f}/s best, {n / statistics.median(wall['trail']):,.0f}/s median)\n")
+    print(f"target >= 250,000 events/s with the chain: {'MET' if rate >= 250_000 else 'NOT MET'} ({rate:,.0f}/s best, {n / statistics.median(wall['trail']):,.0f}/s median)")
+    # The issue measured its logging reference at 85,000/s: on a slower
+    # machine the same target is the same multiple of that reference.
+    scaled = statistics.median(r / t for r, t in zip(wall["logging"], wall["trail"]))
+    print(f"same target relative to this machine (250,000 / 85,000 = {250 / 85:.2f}x logging+json.dumps): "
+          f"{'MET' if scaled >= 250 / 85 else 'NOT MET'} ({scaled:.2f}x, median of rounds)\n")
 
     # ---------------------------------------------------------- verify
     vdir = work / f"trail-{wall['trail'].index(min(wall['trail']))}"

@@ -157,8 +157,13 @@ class Roles(dict):  # type: ignore[type-arg]
         return r
 
 
-# Distinct identities (and paths) whose serialized sub-records the writer keeps.
-FRAGMENT_CACHE = 4096
+# Distinct identities (and paths) whose serialized parts the writer keeps.
+SERIALIZED_CACHE = 4096
+# The serialized fast path's record after ``seq``, without its closing brace.
+_TAIL = (
+    b'%b%d,"outcome":%b},"http":{"request":{"id":%b,"method":%b},"response":{"status_code":%d,"body":{"bytes":%d}}}'
+    b"%b%b%b"
+)
 
 # The order of the flat fields in a queued event (after timestamp, action, outcome).
 FLAT_FIELDS = (
@@ -213,9 +218,10 @@ class ToECS:
         self.redactor = redactor
         self.fmt = TimestampFormatter()
         self._roles = Roles()
-        # Serialized sub-records for the writer's fast path (see records()).
-        self._parts: dict[tuple[Any, ...], tuple[orjson.Fragment, ...]] = {}
-        self._urls: dict[Any, orjson.Fragment] = {}
+        # Serialized pieces for the writer's fast path (see records()).
+        self._heads: dict[str, bytes] = {}
+        self._parts: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._urls: dict[Any, bytes] = {}
         if redactor is None:
             self._text = (_Clipped(_MAX_USER), _Clipped(_MAX_EMAIL), _Clipped(_MAX_PATH), _Clipped(_MAX_UA), _Clipped(None))
         else:
@@ -239,8 +245,8 @@ class ToECS:
         items: Iterable[tuple[Any, ...]],
         on_error: Callable[[tuple[Any, ...], Exception], None] | None = None,
         *,
-        fragments: bool = False,
-    ) -> Iterator[dict[str, Any]]:
+        serialized: bool = False,
+    ) -> Iterator[Any]:
         """Yield one record per item, in order.
 
         An item that cannot be turned into a record raises, or with
@@ -248,11 +254,12 @@ class ToECS:
         (timestamp, action, outcome and ``details.audit_error``) so the fact
         that something happened is never lost.
 
-        With ``fragments`` (for a caller that only serializes the records,
-        as the writer does), the common http.request shape carries its
-        ``client``, ``user``, ``url``, ``user_agent`` and ``gateway`` values
-        as ``orjson.Fragment``: the same JSON, built once per distinct
-        identity and path rather than per request.
+        With ``serialized`` (for the writer, which only serializes records),
+        the common http.request shape comes already serialized, as
+        ``(@timestamp, head, tail)`` with ``head + b"%d" % seq + tail + b"}"``
+        equal to ``orjson.dumps`` of the record with that ``seq``: its
+        identity and path parts are serialized once per distinct value,
+        the rest formatted into a template.
         """
         acts = ACTIONS
         ms3, us3z = _MS3, _US3Z
@@ -263,7 +270,8 @@ class ToECS:
         red = self.redactor
         other = red.value if red is not None else _same
         fmt = self.fmt
-        parts_c, urls_c = self._parts, self._urls
+        heads_c, parts_c, urls_c = self._heads, self._parts, self._urls
+        dumps = orjson.dumps
         base = fmt._sec * 1_000_000 if fmt._sec is not None else -(1 << 62)  # the prefix's second, in us
         prefix = fmt._prefix
         for item in items:
@@ -288,24 +296,17 @@ class ToECS:
                     # The shape of nearly every http.request (signed in, on a
                     # tool page): one literal, no per-field branches.
                     try:
-                        if fragments:
+                        if serialized and nbytes.__class__ is int:
                             key = (client_ip, user, email, groups, ua, decision, rule_id, policy_version, tool, auth_method, session_id)
-                            parts = parts_c.get(key)
-                            if parts is None:
-                                parts = self._fragment_parts(key)
-                            url = urls_c.get(path)
-                            if url is None:
-                                url = self._fragment_url(path)
-                            rec = {
-                                "@timestamp": stamp,
-                                "seq": 0,
-                                "ecs": ecs,
-                                "event": {"action": action, "kind": "event", "category": cats[0], "type": cats[1], "duration": int(duration * 1_000_000),
-                                          "outcome": outcome if outcome is not None else ("success" if status < 400 else "failure")},
-                                "http": {"request": {"id": request_id, "method": http_method}, "response": {"status_code": status, "body": {"bytes": nbytes}}},
-                                "client": parts[0], "user": parts[1], "url": url, "user_agent": parts[2], "gateway": parts[3],
-                            }  # fmt: skip
-                            yield rec
+                            parts = parts_c.get(key) or self._serialized_parts(key)
+                            url = urls_c.get(path) or self._serialized_url(path)
+                            head = heads_c.get(action) or self._serialized_head(action, cats)
+                            tail = _TAIL % (
+                                head, int(duration * 1_000_000),
+                                dumps(outcome if outcome is not None else ("success" if status < 400 else "failure")),
+                                dumps(request_id), dumps(http_method), status, nbytes, parts[0], url, parts[1],
+                            )  # fmt: skip
+                            yield (stamp, b'{"@timestamp":"%b","seq":' % stamp.encode(), tail)
                             continue
                         rec = {
                             "@timestamp": stamp,
@@ -444,29 +445,36 @@ class ToECS:
                 rec = self.placeholder(item, exc)
             yield rec
 
-    def _fragment_parts(self, key: tuple[Any, ...]) -> tuple[orjson.Fragment, ...]:
-        """``client``, ``user``, ``user_agent`` and ``gateway`` of the fast path, serialized (TypeError: not serializable as they are)."""
+    def _serialized_head(self, action: str, cats: tuple[Any, Any]) -> bytes:
+        """``,"ecs":{...},"event":{"action":...,"type":[...],"duration":`` for one action."""
+        ev = orjson.dumps({"ecs": _ECS, "event": {"action": action, "kind": "event", "category": cats[0], "type": cats[1]}})
+        head = self._heads[action] = b"," + ev[1:-2] + b',"duration":'
+        return head
+
+    def _serialized_parts(self, key: tuple[Any, ...]) -> tuple[bytes, bytes]:
+        """The fast path's ``client``, ``user`` (up to ``"url":``) and ``user_agent``, ``gateway`` (after the url), serialized.
+
+        Raises TypeError for values orjson cannot serialize as they are (the dict path copes).
+        """
         client_ip, user, email, groups, ua, decision, rule_id, policy_version, tool, auth_method, session_id = key
         user_c, email_c, _, ua_c, _ = self._text
         g = {"decision": decision, "rule_id": rule_id, "policy_version": policy_version, "tool": tool,
              "auth_method": auth_method, "session_id": session_id}  # fmt: skip
         if self.replica_id:
             g["replica"] = self.replica_id
-        dumps, frag = orjson.dumps, orjson.Fragment
+        dumps = orjson.dumps
         parts = (
-            frag(dumps({"ip": client_ip})),
-            frag(dumps({"name": user_c[user], "email": email_c[email], "roles": self._roles[groups]})),
-            frag(dumps({"original": ua_c[ua]})),
-            frag(dumps(g)),
+            b',"client":%b,"user":%b,"url":' % (dumps({"ip": client_ip}), dumps({"name": user_c[user], "email": email_c[email], "roles": self._roles[groups]})),
+            b',"user_agent":%b,"gateway":%b' % (dumps({"original": ua_c[ua]}), dumps(g)),
         )
-        if len(self._parts) >= FRAGMENT_CACHE:
+        if len(self._parts) >= SERIALIZED_CACHE:
             self._parts.clear()
         self._parts[key] = parts
         return parts
 
-    def _fragment_url(self, path: Any) -> orjson.Fragment:
-        url = orjson.Fragment(orjson.dumps({"path": self._text[2][path]}))
-        if len(self._urls) >= FRAGMENT_CACHE:
+    def _serialized_url(self, path: Any) -> bytes:
+        url = orjson.dumps({"path": self._text[2][path]})
+        if len(self._urls) >= SERIALIZED_CACHE:
             self._urls.clear()
         self._urls[path] = url
         return url

@@ -120,7 +120,7 @@ class Writer:
         self.buf_records = 0
         self.partial = False  # a write failed midway: truncate to self.size before retrying
         self.dirty = False  # written since the last fdatasync
-        self.backlog: collections.deque[dict[str, Any]] = collections.deque()
+        self.backlog: collections.deque[Any] = collections.deque()  # dict records or serialized ones (ToECS.records)
         self.rot: dict[str, Any] | None = None  # a rotation in progress (survives failures)
         self.error: str | None = None
         self.closing = False
@@ -270,7 +270,7 @@ class Writer:
         """
         if not self.processors:
             # Nothing looks inside the records before they are serialized.
-            return self.builder.records(batch, self._record_failed, fragments=True)
+            return self.builder.records(batch, self._record_failed, serialized=True)
         recs = self.builder.records(batch, self._record_failed)
         return self._processed(batch, recs)
 
@@ -340,7 +340,10 @@ class Writer:
         seq0 = seq
         try:
             for rec in recs:
-                d = rec["@timestamp"][:10]
+                # A dict record, or (@timestamp, head, tail): one the builder
+                # serialized already but for its seq (ToECS.records).
+                serial = rec.__class__ is tuple
+                d = rec[0][:10] if serial else rec["@timestamp"][:10]
                 if d != day and day is not None and daily and (in_file0 or seq != seq0):
                     self._store(seq, chain, used, in_file0 + seq - seq0, day, seq - seq0)
                     try:
@@ -352,12 +355,17 @@ class Writer:
                         seq, chain, day, in_file0, used, flush_at, ext = self._loop_state()
                         seq0 = seq
                 seq += 1
-                rec["seq"] = seq
-                try:
-                    body = dumps(rec, default)
-                except TypeError:
-                    body = dumps_record(rec)
-                n = len(body) + suffix  # the line: body minus "}", suffix, newline
+                if serial:
+                    prefix = b"%b%d%b" % (rec[1], seq, rec[2])
+                    n = len(prefix) + 1 + suffix  # the line: prefix, suffix, newline
+                else:
+                    rec["seq"] = seq
+                    try:
+                        body = dumps(rec, default)
+                    except TypeError:
+                        body = dumps_record(rec)
+                    prefix = body[:-1]
+                    n = len(body) + suffix  # the line: body minus "}", suffix, newline
                 if used + n > max_bytes and (in_file0 or seq - 1 != seq0):
                     self._store(seq - 1, chain, used, in_file0 + seq - 1 - seq0, day, seq - 1 - seq0)
                     try:
@@ -369,10 +377,12 @@ class Writer:
                         seq, chain, day, in_file0, used, flush_at, ext = self._loop_state()
                         seq0 = seq
                     seq += 1
-                    rec["seq"] = seq
-                    body = dumps_record(rec)
-                    n = len(body) + suffix
-                prefix = body[:-1]
+                    if serial:
+                        prefix = b"%b%d%b" % (rec[1], seq, rec[2])
+                    else:
+                        rec["seq"] = seq
+                        prefix = dumps_record(rec)[:-1]
+                    n = len(prefix) + 1 + suffix
                 h = icopy()
                 h.update(chain)
                 h.update(prefix)

@@ -65,28 +65,43 @@ def test_one_literal_shape_equals_the_field_by_field_build() -> None:
     assert list(fast["user"]["roles"]) == ["employees", "sales"]
 
 
+def _bodies(recs, first_seq: int = 1) -> list[bytes]:
+    """Each record as the writer serializes it: a dict with its seq, or (@timestamp, head, tail)."""
+    out = []
+    for seq, r in enumerate(recs, first_seq):
+        if isinstance(r, tuple):
+            out.append(r[1] + b"%d" % seq + r[2] + b"}")
+        else:
+            out.append(orjson.dumps({**r, "seq": seq}))
+    return out
+
+
 @pytest.mark.parametrize("replica", ["gw-1", None])
-def test_the_writers_serialized_sub_records_give_the_same_bytes(replica: str | None) -> None:
-    """The writer's ``fragments`` path writes exactly what the plain records serialize to."""
-    odd = dict(user='ali"ce\\ \u00e9\u2028', email="a@b.c\n", user_agent=f"Bearer {JWT} \"q\" \x01", path="/x?token=abcdef123456")
-    variants = [{}, odd, {"client_ip": "::1"}, {"groups": ("ops",)}, {"status": 503}, {"outcome": "failure"},
-                {"reason": "denied"}, {"details": {"k": 1}}, {"groups": ["a", "b"]}, {"session_id": None}]  # fmt: skip
+def test_the_writers_serialized_records_are_byte_for_byte_the_plain_ones(replica: str | None) -> None:
+    odd = dict(user='ali"ce\\ \u00e9\u2028', email="a@b.c\n", user_agent=f"Bearer {JWT} \"q\" \x01", path="/x?token=abcdef123456",
+               request_id='r"\\', method="G\u00c9T")  # fmt: skip
+    variants = [{}, odd, {"client_ip": "::1"}, {"groups": ("ops",)}, {"status": 503}, {"status": 200}, {"outcome": "failure"},
+                {"reason": "denied"}, {"details": {"k": 1}}, {"groups": ["a", "b"]}, {"session_id": None}, {"bytes": 1.5},
+                {"bytes": True}, {"status": True}, {"duration_ms": 10**7 + 0.5}]  # fmt: skip
     items = []
-    for i, over in enumerate(variants * 3):  # repeats: the cached sub-records are used
-        v = {**FULL, **over, "request_id": f"r{i}", "duration_ms": i / 7}
-        items.append((T0 + i, "http.request", v.pop("outcome", None), *[v[f] for f in FLAT_FIELDS], None))
-    plain = [orjson.dumps(r) for r in ToECS(replica, redactor=Redactor()).records(items)]
+    for i, over in enumerate(variants * 3):  # repeats: the cached pieces are used
+        v = {"request_id": f"r{i}", "duration_ms": i / 7, **FULL, **over}
+        if "request_id" not in over:
+            v["request_id"] = f"r{i}"
+        items.append((T0 + i * 0.37, "http.request", v.pop("outcome", None), *[v[f] for f in FLAT_FIELDS], None))
+    plain = _bodies(ToECS(replica, redactor=Redactor()).records(items), 41)
     builder = ToECS(replica, redactor=Redactor())
-    fast = [orjson.dumps(r) for r in builder.records(items, fragments=True)]
-    assert fast == plain
-    assert builder._parts and JWT.encode() not in b"".join(fast) and b"abcdef123456" not in b"".join(fast)
+    recs = list(builder.records(items, serialized=True))
+    assert sum(isinstance(r, tuple) for r in recs) >= len(variants)  # the fast path was taken...
+    assert _bodies(recs, 41) == plain  # ...and wrote exactly what the dict would have
+    assert JWT.encode() not in b"".join(plain) and b"abcdef123456" not in b"".join(plain)
 
 
-def test_the_serialized_sub_record_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.audit.schema.FRAGMENT_CACHE", 8)
+def test_the_serialized_piece_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.audit.schema.SERIALIZED_CACHE", 8)
     builder = ToECS(None, redactor=Redactor())
     items = [(T0, "http.request", None, *[{**FULL, "user": f"u{i}", "path": f"/p{i}"}[f] for f in FLAT_FIELDS], None) for i in range(50)]
-    out = [orjson.loads(orjson.dumps(r)) for r in builder.records(items, fragments=True)]
+    out = [orjson.loads(b) for b in _bodies(builder.records(items, serialized=True))]
     assert [r["user"]["name"] for r in out] == [f"u{i}" for i in range(50)]
     assert [r["url"]["path"] for r in out] == [f"/p{i}" for i in range(50)]
     assert len(builder._parts) <= 8 and len(builder._urls) <= 8
