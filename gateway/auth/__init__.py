@@ -106,6 +106,7 @@ def build_identity(
         issuer=settings.auth.token_issuer,
         audience=settings.auth.token_audience,
         max_ttl_s=settings.auth.token_max_ttl_s,
+        users=users,
     )
     limiter = LoginLimiter(
         state.counters if state is not None else MemoryCounterStore(),

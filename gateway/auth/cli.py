@@ -237,7 +237,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = leaf("groups", "replace a user's groups", users_groups)
     p.add_argument("name")
     p.add_argument("--groups", required=True, help="comma-separated; empty string for none")
-    p = leaf("revoke", "end every session of a user or any other subject (OIDC, ...)", users_revoke)
+    p = leaf("revoke", "end every session and API token of a user or any other subject (OIDC, service, ...)", users_revoke)
     p.add_argument("subject")
     leaf("list", "list users", users_list)
 

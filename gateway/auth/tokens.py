@@ -9,19 +9,28 @@ exactly ``["HS256"]`` (no ``none``, no RS/HS confusion), the signature must
 match the key named by ``kid``, and ``exp``/``iat``/``nbf``/``iss``/``aud``/
 ``sub``/``jti`` must be present and right.  Tokens longer than their issuer's
 ``token_max_ttl_s`` are refused even when correctly signed.
+
+A token is only as good as its subject: with the users directory given, a
+token of a disabled local user is refused, and so is every token issued at
+or before the subject's last revocation (``gateway users revoke``, ``passwd``
+and ``disable`` set it, for local users and any other subject alike), so a
+leaked token dies with its owner's sessions instead of living out its TTL.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jwt
 
 from gateway.auth.jwt_reasons import jwt_reason
 from gateway.auth.keyring import KID_RE, KeyRing
 from gateway.context import Identity
+
+if TYPE_CHECKING:
+    from gateway.auth.users import UserDirectory
 
 ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 8192
@@ -97,9 +106,11 @@ class TokenVerifier:
         audience: str,
         max_ttl_s: int,
         leeway_s: float = 30.0,
+        users: UserDirectory | None = None,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
+        self.users = users
         self.keyring = keyring
         self.issuer = issuer
         self.audience = audience
@@ -156,6 +167,14 @@ class TokenVerifier:
         email = claims.get("email", "")
         if not isinstance(email, str) or len(email) > 254:
             raise TokenError("bad_email", "token email not accepted")
+        if self.users is not None:
+            local = self.users.get(sub)
+            if local is not None and local.disabled:
+                raise TokenError("subject_disabled", "token subject is disabled")
+            # "At or before": iat has whole seconds, so a token minted in the
+            # second of a revocation is refused too (mint it again).
+            if iat <= self.users.sessions_valid_after(sub):
+                raise TokenError("revoked", "token issued before its subject's credentials were revoked")
         return Identity(
             user=sub,
             email=email,

@@ -219,7 +219,10 @@ class AuthenticationMiddleware:
         self, scope: Scope, receive: Receive, send: Send, error: str, message: str, *, status: int = 401
     ) -> None:
         ctx = ensure_context(scope)
-        ctx.deny_reason = error
+        # The audit trail says why (the token's own reason code, e.g.
+        # "invalid_token: revoked"); the client only learns the RFC 6750 code.
+        detail = ctx.extra.get("auth_error")
+        ctx.deny_reason = f"{error}: {detail}" if detail else error
         ctx.decision = "deny"
         if scope["type"] == "websocket":
             # Closing before accept refuses the handshake (the server answers 403).

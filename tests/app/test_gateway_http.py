@@ -211,6 +211,33 @@ def test_bearer_token_and_tampered_token(gateway: Gateway):
     assert page.status_code == 403
 
 
+def test_revoking_a_token_subject_ends_its_tokens_and_the_trail_says_why(gateway: Gateway):
+    import json
+    import time
+
+    def cli(*args: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--config", str(gateway.config)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    token = cli("token", "create", "--sub", "revoked-bot", "--groups", "employees", "--ttl", "600").strip().splitlines()[-1]
+    with gateway.client() as c:
+        assert c.get("/api/whoami", headers={"authorization": f"Bearer {token}"}).status_code == 200
+        time.sleep(1.05)  # iat has whole seconds: the revocation must come after it
+        cli("users", "revoke", "revoked-bot")
+        refused = c.get("/api/whoami", headers={"authorization": f"Bearer {token}"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_token"
+    rid = refused.headers["x-request-id"]
+    audit = gateway.config.parent / "audit" / "audit.jsonl"
+    deadline = time.monotonic() + 5
+    rec = None
+    while rec is None and time.monotonic() < deadline:
+        rec = next((r for r in map(json.loads, audit.read_text().splitlines()) if r.get("http", {}).get("request", {}).get("id") == rid), None)
+        time.sleep(0.05)
+    assert rec is not None and rec["event"]["reason"] == "invalid_token: revoked" and rec["gateway"]["decision"] == "deny"
+
+
 def test_bad_host_and_oversize_body(gateway: Gateway):
     with gateway.signed_in("alice") as c:
         host = c.get("/", headers={"host": "evil.example"})

@@ -169,7 +169,7 @@ def make_env(tmp_path: Path, users_template: Path, *, oidc: bool = False, max_fa
     sessions = SessionManager(settings.session, MemorySessionStore(), session_keys, users=users, emit=emit, clock=clock)
     limiter = LoginLimiter(MemoryCounterStore(), max_failures=max_failures, window_s=900, clock=clock)
     csrf = CsrfProtect(session_keys, clock=clock)
-    tokens = TokenVerifier(token_keys, issuer="toolgate", audience="toolgate-api", max_ttl_s=settings.auth.token_max_ttl_s)
+    tokens = TokenVerifier(token_keys, issuer="toolgate", audience="toolgate-api", max_ttl_s=settings.auth.token_max_ttl_s, users=users)
     return Env(tmp_path, clock, emit, settings, session_keys, token_keys, users, sessions, limiter, csrf, tokens)
 
 

@@ -156,6 +156,54 @@ def test_token_key_rotation(env: Env) -> None:
     assert exc.value.reason == "unknown_key"
 
 
+# ---------------------------------------------------------------- the subject's state
+
+
+def _refused(env: Env, token: str) -> str:
+    with pytest.raises(TokenError) as exc:
+        env.tokens.verify(token)
+    return exc.value.reason
+
+
+def test_a_disabled_users_tokens_stop_working_and_enabling_does_not_revive_them(env: Env) -> None:
+    token, _ = mint(env, subject="bob", clock=env.clock)
+    assert env.tokens.verify(token).user == "bob"
+    env.users.set_disabled("bob", True)
+    assert _refused(env, token) == "subject_disabled"
+    env.clock.advance(5)
+    env.users.set_disabled("bob", False)
+    assert _refused(env, token) == "revoked"  # disabling ended every credential issued until then
+    env.clock.advance(1)
+    fresh, _ = mint(env, subject="bob", clock=env.clock)
+    assert env.tokens.verify(fresh).user == "bob"
+
+
+def test_revoking_a_subject_kills_its_tokens_local_user_or_not(env: Env) -> None:
+    svc, _ = mint(env, clock=env.clock)  # svc-report is not a local user
+    alice, _ = mint(env, subject="alice", clock=env.clock)
+    env.clock.advance(10)
+    env.users.revoke_sessions("svc-report")
+    assert _refused(env, svc) == "revoked"
+    assert env.tokens.verify(alice).user == "alice"  # only that subject
+    env.users.set_password("alice", "another long passphrase 2")
+    assert _refused(env, alice) == "revoked"
+    # Minted in the very second of the revocation: refused too (whole-second iat).
+    same_second, _ = mint(env, clock=env.clock)
+    assert _refused(env, same_second) == "revoked"
+    env.clock.advance(1)
+    assert env.tokens.verify(mint(env, clock=env.clock)[0]).user == "svc-report"
+
+
+async def test_a_revoked_token_is_401_over_http_and_audited_with_the_reason(env: Env) -> None:
+    token, _ = mint(env, clock=env.clock)
+    env.clock.advance(10)
+    env.users.revoke_sessions("svc-report")
+    async with env.client() as c:
+        resp = await c.get("/api/whoami", headers={"authorization": f"Bearer {token}"})
+    assert resp.status_code == 401
+    assert resp.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
 # ---------------------------------------------------------------- over HTTP
 
 
