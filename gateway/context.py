@@ -27,6 +27,7 @@ class Identity:
     session_id: str | None = None
     expires_at: float | None = None  # unix seconds
     display_name: str = ""
+    issued_at: float | None = None  # unix seconds; API tokens (revocation re-checks on websockets)
 
 
 @dataclass(slots=True)

@@ -167,18 +167,27 @@ class TokenVerifier:
         email = claims.get("email", "")
         if not isinstance(email, str) or len(email) > 254:
             raise TokenError("bad_email", "token email not accepted")
-        if self.users is not None:
-            local = self.users.get(sub)
-            if local is not None and local.disabled:
-                raise TokenError("subject_disabled", "token subject is disabled")
-            # "At or before": iat has whole seconds, so a token minted in the
-            # second of a revocation is refused too (mint it again).
-            if iat <= self.users.sessions_valid_after(sub):
-                raise TokenError("revoked", "token issued before its subject's credentials were revoked")
+        problem = self.subject_problem(sub, float(iat))
+        if problem is not None:
+            raise TokenError(*problem)
         return Identity(
             user=sub,
             email=email,
             groups=frozenset(groups),
             auth_method="token",
             expires_at=float(exp),
+            issued_at=float(iat),
         )
+
+    def subject_problem(self, sub: str, iat: float) -> tuple[str, str] | None:
+        """(reason, message) if the token's subject no longer vouches for it: disabled, or revoked since ``iat``."""
+        if self.users is None:
+            return None
+        local = self.users.get(sub)
+        if local is not None and local.disabled:
+            return "subject_disabled", "token subject is disabled"
+        # "At or before": iat has whole seconds, so a token minted in the
+        # second of a revocation is refused too (mint it again).
+        if iat <= self.users.sessions_valid_after(sub):
+            return "revoked", "token issued before its subject's credentials were revoked"
+        return None

@@ -122,8 +122,17 @@ class AuthenticationMiddleware:
         upstream: UpstreamVerifier | None = None,
         strip_headers: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        recheck_interval_s: float = 5.0,
     ) -> None:
-        """``strip_headers``: more inbound header names to drop (case-insensitive)."""
+        """``strip_headers``: more inbound header names to drop (case-insensitive).
+
+        ``recheck_interval_s``: how often (at most, on inbound messages) a
+        token-authenticated websocket checks that the token's subject was
+        not disabled or revoked since (sessions: the session layer does it).
+        """
+        if recheck_interval_s < 0:
+            raise ValueError("recheck_interval_s must not be negative")
+        self.recheck_interval_s = recheck_interval_s
         self.app = app
         self.sessions = sessions
         self.tokens = tokens
@@ -212,7 +221,7 @@ class AuthenticationMiddleware:
             and identity.session_id is None
             and identity.expires_at is not None
         ):
-            receive, send = self._expire_websocket(identity.expires_at, receive, send)
+            receive, send = self._watch_websocket(identity, receive, send)
         await self.app(scope, receive, send)
 
     async def _reject(
@@ -245,17 +254,31 @@ class AuthenticationMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _expire_websocket(self, expires_at: float, receive: Receive, send: Send) -> tuple[Receive, Send]:
-        """Close a token-authenticated socket once its token has expired."""
+    def _watch_websocket(self, identity: Identity, receive: Receive, send: Send) -> tuple[Receive, Send]:
+        """Close a socket authenticated without a session once its credential has expired or been revoked."""
         clock = self.clock
-        state: dict[str, Any] = {"closed": False}
+        expires_at = identity.expires_at
+        assert expires_at is not None
+        tokens = self.tokens if identity.auth_method == "token" and identity.issued_at is not None else None
+        interval = self.recheck_interval_s
+        state: dict[str, Any] = {"closed": False, "checked": clock()}
+
+        async def close(reason: str) -> Message:
+            state["closed"] = True
+            await send({"type": "websocket.close", "code": WS_CLOSE_SESSION_ENDED, "reason": reason})
+            return {"type": "websocket.disconnect", "code": WS_CLOSE_SESSION_ENDED}
 
         async def checked_receive() -> Message:
             message = await receive()
-            if message["type"] == "websocket.receive" and not state["closed"] and clock() >= expires_at:
-                state["closed"] = True
-                await send({"type": "websocket.close", "code": WS_CLOSE_SESSION_ENDED, "reason": "token expired"})
-                return {"type": "websocket.disconnect", "code": WS_CLOSE_SESSION_ENDED}
+            if message["type"] != "websocket.receive" or state["closed"]:
+                return message
+            now = clock()
+            if now >= expires_at:
+                return await close("token expired")
+            if tokens is not None and now - state["checked"] >= interval:
+                state["checked"] = now
+                if tokens.subject_problem(identity.user, identity.issued_at) is not None:  # type: ignore[arg-type]
+                    return await close("token revoked")
             return message
 
         async def guarded_send(message: Message) -> None:

@@ -97,7 +97,9 @@ class Env:
                 WebSocketRoute("/ws", ws_echo),
             ]
         )
-        chain = AuthenticationMiddleware(inner, sessions=self.sessions, tokens=self.tokens, upstream=upstream, clock=self.clock)
+        chain = AuthenticationMiddleware(
+            inner, sessions=self.sessions, tokens=self.tokens, upstream=upstream, clock=self.clock, recheck_interval_s=recheck_interval_s
+        )
         chain = SessionMiddleware(chain, sessions=self.sessions, https=https, recheck_interval_s=recheck_interval_s)
         return RequestContextMiddleware(chain)
 

@@ -144,6 +144,40 @@ def test_websocket_closes_when_session_is_revoked(env: Env, close_code: int) -> 
             assert exc.value.code == close_code
 
 
+def test_token_websocket_closes_when_its_subject_is_revoked(env: Env) -> None:
+    from gateway.auth.tokens import mint_token
+
+    token, _ = mint_token(env.token_keys, subject="svc-feed", groups=["employees"], ttl_s=3600, issuer="toolgate",
+                          audience="toolgate-api", max_ttl_s=86400, clock=env.clock)  # fmt: skip
+    with TestClient(env.app(recheck_interval_s=5)) as client:
+        with client.websocket_connect("/ws", headers={"authorization": f"Bearer {token}"}) as ws:
+            assert ws.receive_json()["user"] == "svc-feed"
+            env.clock.advance(1)
+            env.users.revoke_sessions("svc-feed")  # `gateway users revoke svc-feed`
+            ws.send_text("within the re-check interval")
+            assert ws.receive_text().startswith("echo:")
+            env.clock.advance(6)
+            ws.send_text("after it")
+            with pytest.raises(WebSocketDisconnect) as exc:
+                ws.receive_text()
+            assert exc.value.code == 4401
+
+
+def test_token_websocket_of_an_unrevoked_subject_stays_open(env: Env) -> None:
+    from gateway.auth.tokens import mint_token
+
+    token, _ = mint_token(env.token_keys, subject="svc-feed", groups=["employees"], ttl_s=3600, issuer="toolgate",
+                          audience="toolgate-api", max_ttl_s=86400, clock=env.clock)  # fmt: skip
+    with TestClient(env.app(recheck_interval_s=5)) as client:
+        with client.websocket_connect("/ws", headers={"authorization": f"Bearer {token}"}) as ws:
+            ws.receive_json()
+            env.users.revoke_sessions("someone-else")
+            for _ in range(3):
+                env.clock.advance(6)
+                ws.send_text("still here")
+                assert ws.receive_text() == "echo:still here"
+
+
 def test_websocket_closes_when_session_expires(env: Env) -> None:
     import re
 
