@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 from starlette.responses import Response
 from starlette.testclient import TestClient
@@ -133,41 +135,41 @@ def test_websocket_closes_when_session_is_revoked(env: Env, close_code: int) -> 
             assert ws.receive_json()["user"] == "alice"
             ws.send_text("hi")
             assert ws.receive_text() == "echo:hi"
-            env.clock.advance(1)
-            env.users.set_password("alice", "a-brand-new-passphrase-9")  # the CLI's way: the users file
-            ws.send_text("within the re-check interval")
-            assert ws.receive_text().startswith("echo:")
-            env.clock.advance(6)
-            ws.send_text("after it")
-            with pytest.raises(WebSocketDisconnect) as exc:
-                ws.receive_text()
-            assert exc.value.code == close_code
+            # The CLI's way: the users file.
+            _revoke_then_expect_close(env, ws, lambda: env.users.set_password("alice", "a-brand-new-passphrase-9"), close_code)
+
+
+def _revoke_then_expect_close(env: Env, ws: Any, revoke: Callable[[], Any], code: int = 4401) -> None:
+    """Revoked mid-connection: the socket lives out the re-check interval (5 s), then closes."""
+    env.clock.advance(1)
+    revoke()
+    ws.send_text("within the re-check interval")
+    assert ws.receive_text().startswith("echo:")
+    env.clock.advance(6)
+    ws.send_text("after it")
+    with pytest.raises(WebSocketDisconnect) as exc:
+        ws.receive_text()
+    assert exc.value.code == code
+
+
+def _feed_token(env: Env) -> str:
+    from gateway.auth.tokens import mint_token
+
+    token, _ = mint_token(env.token_keys, subject="svc-feed", groups=["employees"], ttl_s=3600, issuer="toolgate",
+                          audience="toolgate-api", max_ttl_s=86400, clock=env.clock)  # fmt: skip
+    return token
 
 
 def test_token_websocket_closes_when_its_subject_is_revoked(env: Env) -> None:
-    from gateway.auth.tokens import mint_token
-
-    token, _ = mint_token(env.token_keys, subject="svc-feed", groups=["employees"], ttl_s=3600, issuer="toolgate",
-                          audience="toolgate-api", max_ttl_s=86400, clock=env.clock)  # fmt: skip
+    token = _feed_token(env)
     with TestClient(env.app(recheck_interval_s=5)) as client:
         with client.websocket_connect("/ws", headers={"authorization": f"Bearer {token}"}) as ws:
             assert ws.receive_json()["user"] == "svc-feed"
-            env.clock.advance(1)
-            env.users.revoke_sessions("svc-feed")  # `gateway users revoke svc-feed`
-            ws.send_text("within the re-check interval")
-            assert ws.receive_text().startswith("echo:")
-            env.clock.advance(6)
-            ws.send_text("after it")
-            with pytest.raises(WebSocketDisconnect) as exc:
-                ws.receive_text()
-            assert exc.value.code == 4401
+            _revoke_then_expect_close(env, ws, lambda: env.users.revoke_sessions("svc-feed"))  # `gateway users revoke svc-feed`
 
 
 def test_token_websocket_of_an_unrevoked_subject_stays_open(env: Env) -> None:
-    from gateway.auth.tokens import mint_token
-
-    token, _ = mint_token(env.token_keys, subject="svc-feed", groups=["employees"], ttl_s=3600, issuer="toolgate",
-                          audience="toolgate-api", max_ttl_s=86400, clock=env.clock)  # fmt: skip
+    token = _feed_token(env)
     with TestClient(env.app(recheck_interval_s=5)) as client:
         with client.websocket_connect("/ws", headers={"authorization": f"Bearer {token}"}) as ws:
             ws.receive_json()
