@@ -113,8 +113,10 @@ class ProcessWriter:
         stats: Stats,
         lock: threading.Lock,
         on_state: Callable[[str | None], None],
+        lock_wait_s: float,
     ) -> None:
         self.settings = settings
+        self.lock_wait_s = lock_wait_s
         self.path = Path(settings.path)
         self.key = key
         self.replica_id = replica_id
@@ -149,7 +151,7 @@ class ProcessWriter:
 
     def open(self) -> None:
         """Start the child; its start-up errors raise here as they would from Writer.open()."""
-        self._start_child()
+        self._start_child(max(START_TIMEOUT_S, self.lock_wait_s + 10.0))
 
     def _spawn(self) -> _Child:
         cmd_r, cmd_w = os.pipe()
@@ -182,7 +184,8 @@ class ProcessWriter:
             child = self._spawn()
         except OSError as exc:
             raise ConfigError("audit.writer", f"cannot start the audit writer process: {exc.strerror or exc}") from None
-        init = {"settings": self.settings, "key": self.key, "replica_id": self.replica_id, "real_clock": self.real_clock, "clock": float(self.clock())}
+        init = {"settings": self.settings, "key": self.key, "replica_id": self.replica_id, "real_clock": self.real_clock, "clock": float(self.clock()),
+                "lock_wait_s": self.lock_wait_s}  # fmt: skip
         try:
             try:
                 wire.send_frame(child.cmd_fd, wire.INIT, pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL))

@@ -29,7 +29,7 @@ from .event_view import AuditEvent
 from .schema import OUTCOMES, Roles, check_action, check_outcome
 from .shipper import ProcessWriter
 from .sinks import StdoutSink, SyslogSink
-from .writer import LOG_EVERY_S, WAKE_AT, Item, Stats, Writer
+from .writer import LOCK_WAIT_S, LOG_EVERY_S, WAKE_AT, Item, Stats, Writer
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +75,16 @@ class AuditTrail:
     anywhere (any thread, the event loop included), ``close()`` on shutdown.
     """
 
-    def __init__(self, settings: AuditSettings, *, replica_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: AuditSettings,
+        *,
+        replica_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        lock_wait_s: float = LOCK_WAIT_S,
+    ) -> None:
+        """``lock_wait_s``: how long start() waits for another process to let go of the trail."""
+        self.lock_wait_s = lock_wait_s
         self.settings = settings
         self.replica_id = replica_id
         self.fail_closed = settings.fail_closed
@@ -108,7 +117,7 @@ class AuditTrail:
         # counters and the lock items are taken under.
         shared: dict[str, Any] = dict(
             replica_id=self.replica_id, clock=self._clock, queue=self._queue, wake=self._wake,
-            stats=self._stats, lock=self._lock, on_state=self._on_writer_state,
+            stats=self._stats, lock=self._lock, on_state=self._on_writer_state, lock_wait_s=self.lock_wait_s,
         )  # fmt: skip
         if self.settings.writer == "process":
             # The child opens and locks the file and builds the sinks; its

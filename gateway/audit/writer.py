@@ -39,6 +39,10 @@ from .schema import ToECS, dumps_record, orjson_default
 # How long events may wait in the queue before the writer takes a batch
 # (emit wakes it earlier once WAKE_AT events are waiting).
 BATCH_DELAY_S = 0.05
+# How long open() waits for the trail's lock: after a SIGKILL of the gateway,
+# its orphaned writer process drains for up to 10 s (writer_process.ORPHAN_DRAIN_S)
+# before it lets go, and a restarted gateway should wait for it, not fail.
+LOCK_WAIT_S = 12.0
 WAKE_AT = 512
 
 log = structlog.get_logger(__name__)
@@ -86,8 +90,10 @@ class Writer:
         sinks: list[Any],
         on_state: Callable[[str | None], None],
         lock: threading.Lock | None = None,
+        lock_wait_s: float = LOCK_WAIT_S,
     ) -> None:
         self.path = Path(settings.path)
+        self.lock_wait_s = lock_wait_s
         self.max_bytes = settings.max_bytes
         self.rotate_daily = settings.rotate_daily
         self.flush_interval = settings.flush_interval_s
@@ -137,12 +143,25 @@ class Writer:
             self.lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ConfigError("audit.path", f"cannot create {self.path.parent}: {exc.strerror}") from None
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.lock_fd)
-            self.lock_fd = -1
-            raise ConfigError("audit.path", f"{self.path} is in use by another gateway process (each replica needs its own audit.path)") from None
+        deadline = time.monotonic() + self.lock_wait_s
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self.lock_fd)
+                    self.lock_fd = -1
+                    raise ConfigError(
+                        "audit.path",
+                        f"{self.path} is in use by another gateway process (waited {self.lock_wait_s:g} s; "
+                        "each replica needs its own audit.path)",
+                    ) from None
+                if not waiting:
+                    waiting = True
+                    log.warning("audit_trail_locked_waiting", path=str(self.path), wait_s=self.lock_wait_s)
+                time.sleep(0.1)
         try:
             self._open_existing()
         except OSError as exc:

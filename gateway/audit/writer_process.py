@@ -280,6 +280,7 @@ def serve(cmd_fd: int, rep_fd: int) -> int:
             sinks=sinks,
             on_state=lambda error: w.report() if w is not None else None,
             reporter=reporter,
+            lock_wait_s=float(init.get("lock_wait_s", 0.0)),
         )
         del init
         w.open()

@@ -160,6 +160,43 @@ def test_start_names_the_bad_path(settings_for, tmp_path: Path) -> None:
 
 
 @BOTH_WRITERS
+def test_a_second_gateway_on_the_same_trail_is_refused(make_trail, settings_for, audit_dir: Path, key: bytes) -> None:
+    # Two writers would interleave two chains in one file: the trail is locked.
+    first = make_trail()
+    emit_requests(first, 3)
+    second = AuditTrail(settings_for(), lock_wait_s=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as e:
+        second.start()
+    assert e.value.key == "audit.path" and "in use by another gateway process" in e.value.message
+    assert time.monotonic() - t0 >= 0.3  # it waited for the holder first
+    emit_requests(first, 2, start=3)
+    assert first.close()
+    assert verify_paths([audit_dir], key).ok and len(user_records([audit_dir / "audit.jsonl"])) == 5
+
+
+@BOTH_WRITERS
+def test_a_restarted_gateway_waits_for_the_previous_writer_to_let_go(make_trail, settings_for, audit_dir: Path, key: bytes) -> None:
+    # After a SIGKILL the old writer process drains for a few seconds holding
+    # the lock: the new gateway must wait for it rather than fail to start.
+    first = make_trail()
+    emit_requests(first, 3)
+    closer = threading.Timer(0.5, first.close)
+    closer.start()
+    second = AuditTrail(settings_for(), lock_wait_s=10.0)
+    with capture_logs() as logs:
+        second.start()
+    closer.join()
+    try:
+        assert any(e["event"] == "audit_trail_locked_waiting" for e in logs), logs
+        emit_requests(second, 2, start=3)
+    finally:
+        assert second.close()
+    assert verify_paths([audit_dir], key).ok  # one chain, continued across the hand-over
+    assert [r["http"]["request"]["id"] for r in user_records([audit_dir / "audit.jsonl"])] == [f"req-{i:05d}" for i in range(5)]
+
+
+@BOTH_WRITERS
 def test_close_drains_every_event_from_many_threads(make_trail, audit_dir: Path, key: bytes) -> None:
     t = make_trail(queue_size=1000, max_bytes=256 * 1024)
     counts = [0] * 4
