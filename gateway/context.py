@@ -28,6 +28,7 @@ class Identity:
     expires_at: float | None = None  # unix seconds
     display_name: str = ""
     issued_at: float | None = None  # unix seconds; API tokens (revocation re-checks on websockets)
+    token_id: str | None = None  # an API token's jti
 
 
 @dataclass(slots=True)

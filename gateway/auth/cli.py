@@ -151,6 +151,37 @@ def users_list(args: argparse.Namespace) -> int:
 
 
 @_handled
+def token_revoke(args: argparse.Namespace) -> int:
+    """Refuse one API token from now on, by its jti, or by the token itself read from stdin."""
+    s = _settings(args).auth
+    jti, until = args.jti, time.time() + s.token_max_ttl_s + 60  # no expiry known: as long as any token can live
+    if args.token_stdin:
+        if jti:
+            raise UserError("give the jti or --token-stdin, not both")
+        claims = _unverified_claims(sys.stdin.readline().strip())
+        jti = claims.get("jti")
+        if isinstance(claims.get("exp"), (int, float)) and not isinstance(claims.get("exp"), bool):
+            until = min(until, float(claims["exp"]) + 60)
+    if not jti:
+        raise UserError("name the token: its jti (printed by `gateway token create`), or --token-stdin")
+    _directory(args).revoke_token(jti, until=until)
+    kept = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+    sys.stdout.write(f"token {jti} is refused from now on (kept on the list until {kept}); the subject's other tokens still work\n")
+    return 0
+
+
+def _unverified_claims(token: str) -> dict:
+    """A token's claims, signature not checked: only to find which token to refuse."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise UserError("that is not a JWT") from None
+    return claims if isinstance(claims, dict) else {}
+
+
+@_handled
 def token_create(args: argparse.Namespace) -> int:
     s = _settings(args).auth
     ring = KeyRing(s.token_key_file, name="token", parser=parse_token_keys)
@@ -249,6 +280,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--email", default="")
     p.add_argument("--ttl", type=int, required=True, help="lifetime in seconds (capped by auth.token_max_ttl_s)")
     p.set_defaults(func=token_create)
+    p = tsub.add_parser("revoke", parents=[common], help="refuse one API token from now on (running gateways follow within seconds)")
+    p.add_argument("jti", nargs="?", help="the token's id, as `token create` printed it")
+    p.add_argument("--token-stdin", action="store_true", help="read the token itself from stdin instead")
+    p.add_argument("--users-file", help="edit this file instead of the configured auth.users_file")
+    p.set_defaults(func=token_revoke)
 
     keys = sub.add_parser("keys", help="signing keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")

@@ -10,11 +10,12 @@ match the key named by ``kid``, and ``exp``/``iat``/``nbf``/``iss``/``aud``/
 ``sub``/``jti`` must be present and right.  Tokens longer than their issuer's
 ``token_max_ttl_s`` are refused even when correctly signed.
 
-A token is only as good as its subject: with the users directory given, a
-token of a disabled local user is refused, and so is every token issued at
-or before the subject's last revocation (``gateway users revoke``, ``passwd``
-and ``disable`` set it, for local users and any other subject alike), so a
-leaked token dies with its owner's sessions instead of living out its TTL.
+A token can be withdrawn before it expires (with the users directory
+given): by its id (``gateway token revoke JTI``: one leaked token, the
+subject's others keep working), or with its subject - a disabled local
+user's tokens are refused, and so is every token issued at or before the
+subject's last revocation (``gateway users revoke``, ``passwd`` and
+``disable`` set it, for local users and any other subject alike).
 """
 
 from __future__ import annotations
@@ -167,7 +168,10 @@ class TokenVerifier:
         email = claims.get("email", "")
         if not isinstance(email, str) or len(email) > 254:
             raise TokenError("bad_email", "token email not accepted")
-        problem = self.subject_problem(sub, float(iat))
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > 128:
+            raise TokenError("bad_jti", "token id not accepted")
+        problem = self.credential_problem(sub, float(iat), jti)
         if problem is not None:
             raise TokenError(*problem)
         return Identity(
@@ -177,12 +181,15 @@ class TokenVerifier:
             auth_method="token",
             expires_at=float(exp),
             issued_at=float(iat),
+            token_id=jti,
         )
 
-    def subject_problem(self, sub: str, iat: float) -> tuple[str, str] | None:
-        """(reason, message) if the token's subject no longer vouches for it: disabled, or revoked since ``iat``."""
+    def credential_problem(self, sub: str, iat: float, jti: str) -> tuple[str, str] | None:
+        """(reason, message) if a signed token was withdrawn since: revoked by id, its subject disabled, or revoked since ``iat``."""
         if self.users is None:
             return None
+        if self.users.token_revoked(jti):
+            return "revoked", "token revoked"
         local = self.users.get(sub)
         if local is not None and local.disabled:
             return "subject_disabled", "token subject is disabled"

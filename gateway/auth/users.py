@@ -78,7 +78,12 @@ class UserRecord:
 @dataclass(frozen=True)
 class UsersSnapshot:
     users: dict[str, UserRecord] = field(default_factory=dict)
-    revoked: dict[str, float] = field(default_factory=dict)
+    revoked: dict[str, float] = field(default_factory=dict)  # subject -> credentials void at or before
+    revoked_tokens: dict[str, float] = field(default_factory=dict)  # API token jti -> kept until (its expiry)
+
+
+# What `gateway token create` puts in jti (secrets.token_urlsafe), with room for other issuers' ids.
+JTI_RE = re.compile(r"[A-Za-z0-9_.~-]{1,128}\Z")
 
 
 def normalise_username(name: str) -> str:
@@ -147,16 +152,25 @@ def parse_users(text: str) -> UsersSnapshot:
             )
         except (ValueError, UserError) as exc:
             log.error("users.bad_entry", user=str(raw_name)[:64], error=str(exc))
-    revoked: dict[str, float] = {}
-    rtable = data.get("revoked_subjects", {})
-    if not isinstance(rtable, dict):
-        raise ValueError("[revoked_subjects] must be a table")
-    for subject, ts in rtable.items():
+    revoked = _timestamps(data, "revoked_subjects", lambda k: True, "users.bad_revocation")
+    tokens = _timestamps(data, "revoked_tokens", lambda k: bool(JTI_RE.match(k)), "users.bad_token_revocation")
+    return UsersSnapshot(users, revoked, tokens)
+
+
+def _timestamps(data: dict[str, Any], table: str, key_ok: Callable[[str], bool], log_event: str) -> dict[str, float]:
+    """A ``[table]`` of key = unix time; entries with a bad key or value are logged and skipped."""
+    raw = data.get(table, {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"[{table}] must be a table")
+    out: dict[str, float] = {}
+    for k, v in raw.items():
         try:
-            revoked[subject] = _num(ts)
+            if not key_ok(k):
+                raise ValueError("bad key")
+            out[k] = _num(v)
         except ValueError:
-            log.error("users.bad_revocation", subject=str(subject)[:64])
-    return UsersSnapshot(users, revoked)
+            log.error(log_event, key=str(k)[:64])
+    return out
 
 
 def _toml_str(s: str) -> str:
@@ -190,6 +204,10 @@ def render_users(snap: UsersSnapshot) -> str:
         parts.append("\n[revoked_subjects]\n")
         for subject in sorted(snap.revoked):
             parts.append(f"{_toml_str(subject)} = {float(snap.revoked[subject])!r}\n")
+    if snap.revoked_tokens:
+        parts.append("\n[revoked_tokens]  # jti = until when it is kept (the token's expiry)\n")
+        for jti in sorted(snap.revoked_tokens):
+            parts.append(f"{_toml_str(jti)} = {float(snap.revoked_tokens[jti])!r}\n")
     return "".join(parts)
 
 
@@ -320,7 +338,7 @@ class UserDirectory:
         with self._locked() as snap:
             if name in snap.users:
                 raise UserError(f"user {name!r} already exists (use `gateway users passwd`)")
-            self._save(UsersSnapshot({**snap.users, name: record}, snap.revoked))
+            self._save(replace(snap, users={**snap.users, name: record}))
         return record
 
     def _update(self, name: str, change: Callable[[UserRecord], UserRecord]) -> UserRecord:
@@ -330,7 +348,7 @@ class UserDirectory:
             if user is None:
                 raise UserError(f"no such user {name!r}")
             updated = change(user)
-            self._save(UsersSnapshot({**snap.users, name: updated}, snap.revoked))
+            self._save(replace(snap, users={**snap.users, name: updated}))
         return updated
 
     def set_password(self, name: str, password: str) -> UserRecord:
@@ -349,6 +367,21 @@ class UserDirectory:
         valid = validate_groups(groups)
         return self._update(name, lambda u: replace(u, groups=valid))
 
+    def token_revoked(self, jti: str) -> bool:
+        """True for an API token revoked by its id (``gateway token revoke``)."""
+        return jti in self._current().revoked_tokens
+
+    def revoke_token(self, jti: str, *, until: float) -> None:
+        """Refuse the API token ``jti`` from now on; the entry is dropped after ``until`` (its expiry)."""
+        if not isinstance(jti, str) or not JTI_RE.match(jti):
+            raise UserError("bad token id (jti)")
+        now = self._clock()
+        with self._locked() as snap:
+            # Expired tokens are refused anyway: their entries go.
+            kept = {j: t for j, t in snap.revoked_tokens.items() if t >= now}
+            kept[jti] = max(float(until), kept.get(jti, 0.0))
+            self._save(replace(snap, revoked_tokens=kept))
+
     def revoke_sessions(self, subject: str) -> None:
         """End every session of ``subject`` (a local user or any other subject)."""
         subject = subject.strip()
@@ -359,6 +392,6 @@ class UserDirectory:
             local = snap.users.get(normalise_username(subject))
             if local is not None:
                 users = {**snap.users, local.name: replace(local, sessions_valid_after=now)}
-                self._save(UsersSnapshot(users, snap.revoked))
+                self._save(replace(snap, users=users))
             else:
-                self._save(UsersSnapshot(snap.users, {**snap.revoked, subject: now}))
+                self._save(replace(snap, revoked={**snap.revoked, subject: now}))

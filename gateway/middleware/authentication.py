@@ -259,7 +259,7 @@ class AuthenticationMiddleware:
         clock = self.clock
         expires_at = identity.expires_at
         assert expires_at is not None
-        tokens = self.tokens if identity.auth_method == "token" and identity.issued_at is not None else None
+        tokens = self.tokens if identity.auth_method == "token" and identity.issued_at is not None and identity.token_id else None
         interval = self.recheck_interval_s
         state: dict[str, Any] = {"closed": False, "checked": clock()}
 
@@ -277,7 +277,7 @@ class AuthenticationMiddleware:
                 return await close("token expired")
             if tokens is not None and now - state["checked"] >= interval:
                 state["checked"] = now
-                if tokens.subject_problem(identity.user, identity.issued_at) is not None:  # type: ignore[arg-type]
+                if tokens.credential_problem(identity.user, identity.issued_at, identity.token_id) is not None:  # type: ignore[arg-type]
                     return await close("token revoked")
             return message
 

@@ -238,6 +238,26 @@ def test_revoking_a_token_subject_ends_its_tokens_and_the_trail_says_why(gateway
     assert rec is not None and rec["event"]["reason"] == "invalid_token: revoked" and rec["gateway"]["decision"] == "deny"
 
 
+def test_one_leaked_token_is_revoked_by_id_or_by_value_and_the_rest_keep_working(gateway: Gateway):
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--config", str(gateway.config)],
+                           input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r
+
+    def mint() -> tuple[str, str]:
+        r = cli("token", "create", "--sub", "report-bot", "--groups", "employees", "--ttl", "600")
+        return r.stdout.strip().splitlines()[-1], r.stderr.split("(jti ", 1)[1].split(")", 1)[0]
+
+    (by_id, jti), (by_value, _), (kept, _) = mint(), mint(), mint()
+    cli("token", "revoke", jti)
+    cli("token", "revoke", "--token-stdin", stdin=by_value + "\n")
+    with gateway.client() as c:
+        status = {name: c.get("/api/whoami", headers={"authorization": f"Bearer {t}"}).status_code
+                  for name, t in (("by_id", by_id), ("by_value", by_value), ("kept", kept))}  # fmt: skip
+    assert status == {"by_id": 401, "by_value": 401, "kept": 200}
+
+
 def test_bad_host_and_oversize_body(gateway: Gateway):
     with gateway.signed_in("alice") as c:
         host = c.get("/", headers={"host": "evil.example"})

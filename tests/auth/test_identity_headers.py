@@ -152,28 +152,32 @@ def _revoke_then_expect_close(env: Env, ws: Any, revoke: Callable[[], Any], code
     assert exc.value.code == code
 
 
-def _feed_token(env: Env) -> str:
+def _feed_token(env: Env) -> tuple[str, dict[str, Any]]:
     from gateway.auth.tokens import mint_token
 
-    token, _ = mint_token(env.token_keys, subject="svc-feed", groups=["employees"], ttl_s=3600, issuer="toolgate",
-                          audience="toolgate-api", max_ttl_s=86400, clock=env.clock)  # fmt: skip
-    return token
+    return mint_token(env.token_keys, subject="svc-feed", groups=["employees"], ttl_s=3600, issuer="toolgate",
+                      audience="toolgate-api", max_ttl_s=86400, clock=env.clock)  # fmt: skip
 
 
-def test_token_websocket_closes_when_its_subject_is_revoked(env: Env) -> None:
-    token = _feed_token(env)
+@pytest.mark.parametrize("by", ["subject", "jti"])
+def test_token_websocket_closes_when_its_token_is_revoked(env: Env, by: str) -> None:
+    token, claims = _feed_token(env)
     with TestClient(env.app(recheck_interval_s=5)) as client:
         with client.websocket_connect("/ws", headers={"authorization": f"Bearer {token}"}) as ws:
             assert ws.receive_json()["user"] == "svc-feed"
-            _revoke_then_expect_close(env, ws, lambda: env.users.revoke_sessions("svc-feed"))  # `gateway users revoke svc-feed`
+            if by == "subject":
+                _revoke_then_expect_close(env, ws, lambda: env.users.revoke_sessions("svc-feed"))  # `gateway users revoke svc-feed`
+            else:
+                _revoke_then_expect_close(env, ws, lambda: env.users.revoke_token(claims["jti"], until=claims["exp"]))
 
 
 def test_token_websocket_of_an_unrevoked_subject_stays_open(env: Env) -> None:
-    token = _feed_token(env)
+    token, _ = _feed_token(env)
     with TestClient(env.app(recheck_interval_s=5)) as client:
         with client.websocket_connect("/ws", headers={"authorization": f"Bearer {token}"}) as ws:
             ws.receive_json()
             env.users.revoke_sessions("someone-else")
+            env.users.revoke_token("some-other-token", until=env.clock() + 3600)
             for _ in range(3):
                 env.clock.advance(6)
                 ws.send_text("still here")

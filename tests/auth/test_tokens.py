@@ -194,6 +194,33 @@ def test_revoking_a_subject_kills_its_tokens_local_user_or_not(env: Env) -> None
     assert env.tokens.verify(mint(env, clock=env.clock)[0]).user == "svc-report"
 
 
+def test_one_token_is_revoked_by_its_id_and_the_subjects_others_keep_working(env: Env) -> None:
+    leaked, claims = mint(env, clock=env.clock)
+    other, _ = mint(env, clock=env.clock)
+    env.users.revoke_token(claims["jti"], until=claims["exp"])
+    assert _refused(env, leaked) == "revoked"
+    assert env.tokens.verify(other).user == "svc-report"
+    env.clock.advance(10)
+    assert env.tokens.verify(mint(env, clock=env.clock)[0]).user == "svc-report"
+
+
+def test_the_revoked_token_list_drops_expired_entries_and_refuses_junk_ids(env: Env) -> None:
+    from gateway.auth.users import UserError
+
+    env.users.revoke_token("old-token", until=env.clock() + 5)
+    env.users.revoke_token("live-token", until=env.clock() + 3600)
+    env.clock.advance(10)
+    env.users.revoke_token("another", until=env.clock() + 3600)
+    assert set(env.users.snapshot().revoked_tokens) == {"live-token", "another"}
+    for bad in ("", "a b", "x" * 129, "../x/\n", "tok\u00e9n"):
+        with pytest.raises(UserError):
+            env.users.revoke_token(bad, until=env.clock() + 60)
+    # A hand-edited entry that is not a token id is ignored, not fatal.
+    path = env.settings.auth.users_file
+    path.write_text(path.read_text() + '"bad id" = 1e12\n')
+    assert set(env.users.snapshot().revoked_tokens) == {"live-token", "another"}
+
+
 async def test_a_revoked_token_is_401_over_http_and_audited_with_the_reason(env: Env) -> None:
     token, _ = mint(env, clock=env.clock)
     env.clock.advance(10)
