@@ -391,18 +391,11 @@ class ProcessWriter:
                     if alive:
                         try:
                             wire.send_frame(child.cmd_fd, wire.BATCH, payload)
-                            # Under a steady stream the queue is never empty:
-                            # shipping again at once would ship one or two
-                            # events a time, each costing the request path a
-                            # GIL hand-off.  Collect as the writer thread does.
-                            self.wake.clear()
-                            if len(q) < WAKE_AT and not self.closing:
-                                self.wake.wait(BATCH_DELAY_S)
-                            continue
                         except OSError:
                             # The child died before it read the whole frame, so
                             # none of the batch was written: take it back from
                             # the lost count its death added up.
+                            alive = False
                             child.gone.wait(5.0)
                             with self.plock:
                                 if child is self.child:
@@ -410,11 +403,16 @@ class ProcessWriter:
                                 else:
                                     self.parent_lost -= len(batch)
                                     self._publish()
-                    # The next child writes the batch, in its place at the front.
-                    with self.lock:
-                        q.extendleft(reversed(batch))
-                        self.stats.taken -= len(batch)
-                    continue
+                    if not alive:
+                        # The next child writes the batch, in its place at the front.
+                        with self.lock:
+                            q.extendleft(reversed(batch))
+                            self.stats.taken -= len(batch)
+                        continue
+                    # Shipped.  Under a steady stream the queue is never empty:
+                    # shipping again at once would ship one or two events a
+                    # time, each costing the request path a GIL hand-off, so
+                    # this goes on to collect below, as the writer thread does.
                 if self.closing and not q:
                     self._close_child(child)
                     break
