@@ -200,15 +200,16 @@ def render_users(snap: UsersSnapshot) -> str:
             f"sessions_valid_after = {float(u.sessions_valid_after)!r}\n"
             f"created_at = {float(u.created_at)!r}\n"
         )
-    if snap.revoked:
-        parts.append("\n[revoked_subjects]\n")
-        for subject in sorted(snap.revoked):
-            parts.append(f"{_toml_str(subject)} = {float(snap.revoked[subject])!r}\n")
-    if snap.revoked_tokens:
-        parts.append("\n[revoked_tokens]  # jti = until when it is kept (the token's expiry)\n")
-        for jti in sorted(snap.revoked_tokens):
-            parts.append(f"{_toml_str(jti)} = {float(snap.revoked_tokens[jti])!r}\n")
+    parts += _render_timestamps("[revoked_subjects]", snap.revoked)
+    parts += _render_timestamps("[revoked_tokens]  # jti = until when it is kept (the token's expiry)", snap.revoked_tokens)
     return "".join(parts)
+
+
+def _render_timestamps(header: str, entries: dict[str, float]) -> list[str]:
+    """A table of key = unix time (what :func:`_timestamps` reads back); nothing when empty."""
+    if not entries:
+        return []
+    return [f"\n{header}\n", *(f"{_toml_str(k)} = {float(entries[k])!r}\n" for k in sorted(entries))]
 
 
 class UserDirectory:
