@@ -16,17 +16,21 @@ HARDENING = (
     "x-content-type-options",
     "x-frame-options",
     "referrer-policy",
-    "permissions-policy",
-    "cross-origin-opener-policy",
     "cross-origin-resource-policy",
     "x-request-id",
 )
+DOCUMENT_ONLY = ("permissions-policy", "cross-origin-opener-policy")
 
 
 def hardened(r: httpx.Response) -> None:
     for h in HARDENING:
         assert h in r.headers, f"{h} missing on {r.status_code} {r.request.url}"
     assert "server" not in r.headers
+    if r.headers.get("content-type", "").startswith("text/html"):
+        for h in DOCUMENT_ONLY:
+            assert h in r.headers, f"{h} missing on the page {r.status_code} {r.request.url}"
+    else:
+        assert r.headers["content-security-policy"].startswith("default-src 'none'")
 
 
 def test_public_routes(gateway: Gateway):

@@ -14,7 +14,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -29,16 +29,18 @@ from gateway.middleware.security_headers import SecurityHeadersMiddleware
 from gateway.middleware.trusted_host import TrustedHostMiddleware
 
 net = ipaddress.ip_network
+# On every response, whatever its type.
 SECURITY_HEADERS = (
     "content-security-policy",
     "x-content-type-options",
     "x-frame-options",
     "referrer-policy",
-    "permissions-policy",
-    "cross-origin-opener-policy",
     "cross-origin-resource-policy",
     "x-request-id",
 )
+# Only on documents (and scripts): they mean nothing on an API answer.
+DOCUMENT_HEADERS = ("permissions-policy", "cross-origin-opener-policy", "x-permitted-cross-domain-policies")
+STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 async def echo(request: Request) -> JSONResponse:
@@ -61,6 +63,15 @@ async def upload(request: Request) -> JSONResponse:
     async for chunk in request.stream():
         total += len(chunk)
     return JSONResponse({"received": total})
+
+
+async def typed(request: Request) -> Response:
+    """A body of the type the test asks for (``?type=``; none at all when empty)."""
+    media_type = request.query_params.get("type") or None
+    status = int(request.query_params.get("status", "200"))
+    own_csp = request.query_params.get("csp")
+    return Response(b"" if status == 304 else b"x", status_code=status, media_type=media_type,
+                    headers={"content-security-policy": own_csp} if own_csp else None)
 
 
 async def boom(request: Request) -> JSONResponse:
@@ -89,6 +100,7 @@ def build(
             Route("/", echo),
             Route("/upload", upload, methods=["POST"]),
             Route("/boom", boom),
+            Route("/typed", typed),
             WebSocketRoute("/ws", ws_echo),
         ],
         middleware=[
@@ -292,24 +304,70 @@ async def test_security_headers_on_success_and_banner_removed():
     assert_hardened(r)
     assert "strict-transport-security" not in r.headers
     assert r.headers["cache-control"] == "no-store"
-    csp = r.headers["content-security-policy"]
-    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
-    assert "unsafe-eval" not in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    # An API answer: nothing in it may load or run anything, and it carries
+    # none of the document-only policies.
+    assert r.headers["content-security-policy"] == STRICT_CSP
+    for name in DOCUMENT_HEADERS:
+        assert name not in r.headers
+
+
+async def test_documents_and_scripts_get_the_streamlit_policy_and_document_headers():
+    async with client(build()) as c:
+        for media_type in ("text/html; charset=utf-8", "application/xhtml+xml", "text/javascript", "application/javascript"):
+            r = await c.get("/typed", params={"type": media_type})
+            assert_hardened(r)
+            for name in DOCUMENT_HEADERS:
+                assert name in r.headers, f"{name} missing on {media_type}"
+            csp = r.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, media_type
+            assert "unsafe-eval" not in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+
+
+@pytest.mark.parametrize("media_type", ["application/json", "text/plain", "text/css", "image/svg+xml", "image/png", "text/xml", "application/pdf", ""])
+async def test_everything_else_gets_the_strict_policy(media_type):
+    # An SVG opened directly, or a body with no type that a browser sniffs as
+    # HTML, must not be able to run script: 'none' for everything.
+    async with client(build()) as c:
+        r = await c.get("/typed", params={"type": media_type})
+    assert_hardened(r)
+    assert r.headers["content-security-policy"] == STRICT_CSP
+    assert "permissions-policy" not in r.headers
+
+
+async def test_not_modified_keeps_the_document_policy():
+    # Browsers merge a 304's headers into the cached response; a strict CSP
+    # here would replace the cached page's policy and break the app.
+    async with client(build()) as c:
+        r = await c.get("/typed", params={"status": "304"})
+    assert r.status_code == 304
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+
+
+async def test_a_response_keeps_its_own_policy():
+    own = "default-src 'none'; style-src 'self'; frame-ancestors 'none'"
+    async with client(build()) as c:
+        html = await c.get("/typed", params={"type": "text/html", "csp": own})
+        data = await c.get("/typed", params={"type": "application/json", "csp": own})
+    assert html.headers["content-security-policy"] == own
+    assert data.headers["content-security-policy"] == own
+    assert len(html.headers.get_list("content-security-policy")) == 1
 
 
 async def test_csp_carries_hash_of_installed_streamlit_inline_script():
     hashes = inline_script_hashes(streamlit_index_path().read_text())
     assert hashes, "Streamlit's index.html changed shape: no inline script found"
     async with client(build()) as c:
-        csp = (await c.get("/")).headers["content-security-policy"]
+        csp = (await c.get("/typed", params={"type": "text/html"})).headers["content-security-policy"]
     for h in hashes:
         assert h in csp
 
 
 async def test_hsts_only_over_https():
     async with client(build(https=True)) as c:
-        r = await c.get("/")
+        r = await c.get("/typed", params={"type": "text/html"})
+        data = await c.get("/")
     assert r.headers["strict-transport-security"].startswith("max-age=63072000")
+    assert data.headers["strict-transport-security"] == r.headers["strict-transport-security"]
     assert "upgrade-insecure-requests" in r.headers["content-security-policy"]
     app = build(trusted_proxies=(net("10.0.0.0/8"),))
     async with client(app, peer="10.0.0.1") as c:
@@ -328,6 +386,8 @@ async def test_crash_gives_branded_500_without_traceback():
     assert html.headers["x-request-id"] in html.text
     assert js.json()["error"]["request_id"] == js.headers["x-request-id"]
     assert "<html" in html.text and "Something went wrong" in html.text
+    for name in DOCUMENT_HEADERS:
+        assert name in html.headers and name not in js.headers
 
 
 # ------------------------------------------------------------ websockets
