@@ -23,7 +23,7 @@ def create_app() -> Any:
     from gateway.settings import load_settings
 
     gateway_logging.configure()
-    app = build(load_settings())
+    app = build(load_settings(), freeze_heap=True)
     # configure() hands uvicorn's loggers to ours; the access log stays off
     # as in `gateway run` (the audit middleware records every request).
     # uvicorn decides per connection whether that logger has a handler.

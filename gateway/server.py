@@ -60,7 +60,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         return _serve_workers(settings, host=host, port=port, workers=workers)
     from gateway.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, freeze_heap=True)
     h = host or settings.server.host
     p = port if port is not None else settings.server.port
     scheme = "https" if settings.server.tls_cert else "http"
