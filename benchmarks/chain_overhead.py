@@ -97,7 +97,7 @@ def wrk(url: str, duration: int, connections: int, cookie: str | None) -> tuple[
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
