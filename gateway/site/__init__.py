@@ -1,8 +1,8 @@
 """The user guide at ``/docs`` (static files), ``/sitemap.xml`` and ``/manifest.webmanifest``.
 
-The guide is plain HTML and CSS under ``public/`` served with
-``StaticFiles(html=True)``, under a strict policy of its own (no script at
-all).  It is behind sign-in and policy like any page unless
+The guide is plain HTML and CSS (pages assembled once in memory by
+:mod:`gateway.site.guide`, stylesheet and icons under ``assets/``), under a
+strict policy of its own (no script at all).  It is behind sign-in and policy like any page unless
 ``platform.docs_public`` opens it.
 
 The sitemap is an internal one: only for signed-in users, listing only the
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,12 +29,12 @@ from gateway import paths
 from gateway.api.access import caller, may_open, tool_entries
 from gateway.errors import error_response
 from gateway.features import BaseFeature
+from gateway.site.guide import GUIDE_PAGES, page_path, pages
 
 if TYPE_CHECKING:
     from gateway.services import Services
 
-PUBLIC = Path(__file__).resolve().parent / "public"
-GUIDE_PAGES = ("index.html", "sign-in.html", "tools.html", "policies.html", "audit.html", "api.html", "deployment.html")
+ASSETS = Path(__file__).resolve().parent / "assets"
 # The guide needs no script, no inline style and nothing from elsewhere.
 SITE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; manifest-src 'self'; "
@@ -69,13 +69,16 @@ class SiteFeature(BaseFeature):
 
     # ------------------------------------------------------------ /docs
 
-    async def guide_index(self, request: Request) -> Response:
-        # "/docs" itself: a Mount matches only below its prefix, and the
-        # gateway serves every path without a trailing slash.
-        return FileResponse(
-            PUBLIC / "index.html", media_type="text/html; charset=utf-8",
-            headers={"content-security-policy": SITE_CSP, "x-robots-tag": NOINDEX},
-        )  # fmt: skip
+    async def guide_page(self, request: Request) -> Response:
+        # "/docs" is the overview; the gateway serves no path with a trailing slash.
+        name = request.path_params.get("page", "index.html")
+        page = pages().get(name)
+        if page is None:
+            return error_response(request.scope, 404)
+        headers = {"content-security-policy": SITE_CSP, "x-robots-tag": NOINDEX, "etag": page.etag}
+        if page.etag in (t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")):
+            return Response(status_code=304, headers=headers)
+        return Response(page.body, media_type="text/html; charset=utf-8", headers=headers)
 
     # ------------------------------------------------------------ /sitemap.xml
 
@@ -86,7 +89,7 @@ class SiteFeature(BaseFeature):
         base = self.services.settings.server.public_url
         urls = [t["url"] for t in tool_entries(self.services, who)]
         for page in GUIDE_PAGES:
-            path = "/docs" if page == "index.html" else f"/docs/{page}"
+            path = page_path(page)
             if may_open(self.services, who, path):
                 urls.append(base + path)
         if may_open(self.services, who, "/api/v1/docs"):
@@ -129,8 +132,9 @@ class SiteFeature(BaseFeature):
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/docs", self.guide_index, methods=["GET", "HEAD"]),
-            Mount("/docs", app=GuideHeaders(StaticFiles(directory=PUBLIC, html=True)), name="docs"),
+            Route("/docs", self.guide_page, methods=["GET", "HEAD"]),
+            Route("/docs/{page}", self.guide_page, methods=["GET", "HEAD"]),
+            Mount("/docs/assets", app=GuideHeaders(StaticFiles(directory=ASSETS)), name="docs-assets"),
             Route("/sitemap.xml", self.sitemap, methods=["GET", "HEAD"]),
             Route("/manifest.webmanifest", self.manifest, methods=["GET", "HEAD"]),
         ]

@@ -23,6 +23,35 @@ def test_the_guide_is_served_with_its_own_strict_headers(platform_gw):
         assert c.get("/docs/nope.html").status_code == 404
 
 
+def test_guide_pages_revalidate_with_their_etag(platform_gw):
+    with platform_gw.signed_in("alice") as c:
+        first = c.get("/docs/policies.html")
+        etag = first.headers["etag"]
+        again = c.get("/docs/policies.html", headers={"if-none-match": etag})
+        other = c.get("/docs/audit.html", headers={"if-none-match": etag})
+        head = c.head("/docs")
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    assert again.headers["content-security-policy"] == SITE_CSP
+    assert other.status_code == 200 and other.headers["etag"] != etag
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_every_page_shares_one_layout_and_marks_itself_in_the_contents():
+    from gateway.site.guide import CONTENTS, page_path, pages
+
+    rendered = pages()
+    navs = set()
+    for name, title in CONTENTS:
+        text = rendered[name].body.decode()
+        assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+        assert f"<title>{title} · Toolgate user guide</title>" in text
+        assert text.count("<main>") == 1 and text.count("</main>") == 1 and text.count("<h1>") == 1
+        current = re.findall(r'<a href="([^"]+)" aria-current="page">', text)
+        assert current == [page_path(name)], name
+        navs.add(re.search(r"<nav.*?</nav>", text).group(0).replace(' aria-current="page"', ""))
+    assert len(navs) == 1, "every page lists the same contents"
+
+
 def test_every_link_in_the_guide_works(platform_gw):
     seen: set[str] = set()
     with platform_gw.signed_in("alice") as c:
