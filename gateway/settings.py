@@ -19,7 +19,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG = "gateway.toml"
@@ -284,6 +284,13 @@ class _Section:
             raise ConfigError(self.key(k), "must not contain control characters")
         return v
 
+    def choice(self, k: str, default: str, choices: Sequence[str]) -> str:
+        v = self.str(k, default, allow_empty=False)
+        if v not in choices:
+            named = ", ".join(f'"{c}"' for c in choices[:-1]) + f' or "{choices[-1]}"'
+            raise ConfigError(self.key(k), f"must be {named}, got {v!r}")
+        return v
+
     def int(self, k: str, default: int, *, lo: int, hi: int) -> int:
         v = self.get(k, default)
         if isinstance(v, bool) or not isinstance(v, int):
@@ -522,10 +529,8 @@ def _audit(raw: Any, base: Path) -> AuditSettings:
         stdout=s.bool("stdout", d.stdout),
         syslog=s.bool("syslog", d.syslog),
         syslog_address=s.str("syslog_address", d.syslog_address, allow_empty=False),
-        writer=s.str("writer", d.writer, allow_empty=False),
+        writer=s.choice("writer", d.writer, AUDIT_WRITERS),
     )
-    if out.writer not in AUDIT_WRITERS:
-        raise ConfigError(s.key("writer"), f'must be "process" or "thread", got {out.writer!r}')
     _check_secret_file(s.key("key_file"), out.key_file)
     s.done()
     return out
@@ -537,9 +542,7 @@ _REPLICA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 def _state(raw: Any, base: Path) -> StateSettings:
     s = _Section("state", raw, base)
     d = StateSettings()
-    backend = s.str("backend", d.backend, allow_empty=False)
-    if backend not in ("memory", "redis"):
-        raise ConfigError(s.key("backend"), f'must be "memory" or "redis", got {backend!r}')
+    backend = s.choice("backend", d.backend, ("memory", "redis"))
     out = StateSettings(
         backend=backend,
         redis_url=s.str("redis_url", d.redis_url, allow_empty=False),
@@ -602,7 +605,7 @@ def _alerts(raw: Any, base: Path) -> AlertSettings:
     out = AlertSettings(
         smtp_host=s.str("smtp_host", d.smtp_host).strip(),
         smtp_port=s.int("smtp_port", d.smtp_port, lo=1, hi=65535),
-        smtp_security=s.str("smtp_security", d.smtp_security, allow_empty=False),
+        smtp_security=s.choice("smtp_security", d.smtp_security, ("none", "starttls", "tls")),
         smtp_username=s.str("smtp_username", d.smtp_username),
         smtp_password_file=s.optional_path("smtp_password_file"),
         email_from=s.str("email_from", d.email_from, allow_empty=False),
@@ -616,8 +619,6 @@ def _alerts(raw: Any, base: Path) -> AlertSettings:
         policy_changes=s.bool("policy_changes", d.policy_changes),
         timeout_s=s.float("timeout_s", d.timeout_s, lo=0.5, hi=120),
     )
-    if out.smtp_security not in ("none", "starttls", "tls"):
-        raise ConfigError(s.key("smtp_security"), f'must be "none", "starttls" or "tls", got {out.smtp_security!r}')
     if "@" not in out.email_from:
         raise ConfigError(s.key("email_from"), "must be an e-mail address")
     if out.smtp_host and (not out.email_to or any("@" not in a or any(c.isspace() for c in a) for a in out.email_to)):
