@@ -391,7 +391,10 @@ class SessionManager:
         rec = await self.store.revoke(session_id, reason=reason, now=self.clock())
         if rec is None:
             return False
-        details = {"actor": actor} if actor else None
+        self._audit_revoked(rec, reason, actor)
+        return True
+
+    def _audit_revoked(self, rec: SessionRecord, reason: str, actor: str) -> None:
         self.emit(
             "session.revoked",
             outcome="success",
@@ -399,9 +402,8 @@ class SessionManager:
             session_id=rec.session_id,
             auth_method=rec.auth_method,
             reason=reason,
-            **({"details": details} if details else {}),
+            **({"details": {"actor": actor}} if actor else {}),
         )
-        return True
 
     async def revoke(self, session_id: str, *, reason: str = "admin", actor: str = "") -> bool:
         """Revoke one session (admin action); audited as ``session.revoked``."""
@@ -411,15 +413,7 @@ class SessionManager:
         """Revoke every session of ``user`` held by this store; audited per session."""
         revoked = await self.store.revoke_user(user, reason=reason, now=self.clock())
         for rec in revoked:
-            self.emit(
-                "session.revoked",
-                outcome="success",
-                user=rec.user,
-                session_id=rec.session_id,
-                auth_method=rec.auth_method,
-                reason=reason,
-                **({"details": {"actor": actor}} if actor else {}),
-            )
+            self._audit_revoked(rec, reason, actor)
         return len(revoked)
 
     async def sweep(self) -> int:

@@ -106,8 +106,8 @@ def _show(problem: object, directory: Path) -> str:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from .engine import compile_parsed
+def _parse(args: argparse.Namespace) -> tuple[Path, dict[str, bytes], Any] | int:
+    """(directory, sources, parsed) for the policy the arguments name, or the exit code after printing why not."""
     from .loader import parse_sources
 
     resolved = _resolve(args)
@@ -117,7 +117,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     sources = _load_sources(directory)
     if isinstance(sources, int):
         return sources
-    parsed = parse_sources(sources, known_groups=known)
+    return directory, sources, parse_sources(sources, known_groups=known)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .engine import compile_parsed
+
+    loaded = _parse(args)
+    if isinstance(loaded, int):
+        return loaded
+    directory, sources, parsed = loaded
     problems = list(parsed.problems)
     version = parsed.version
     rules = len(parsed.rules)
@@ -137,16 +146,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _load_policy(args: argparse.Namespace, consequence: str) -> tuple[Any, Any] | int:
     """(directory, parsed sources) ready to compile, or the exit code after printing why not."""
-    from .loader import parse_sources
-
-    resolved = _resolve(args)
-    if isinstance(resolved, int):
-        return resolved
-    directory, known = resolved
-    sources = _load_sources(directory)
-    if isinstance(sources, int):
-        return sources
-    parsed = parse_sources(sources, known_groups=known)
+    loaded = _parse(args)
+    if isinstance(loaded, int):
+        return loaded
+    directory, _sources, parsed = loaded
     if parsed.errors:
         for p in parsed.errors:
             print(_show(p, directory))

@@ -16,11 +16,11 @@ from starlette.middleware import Middleware
 from gateway.auth.ratelimit import MemoryCounterStore
 from gateway.auth.sessions import MemorySessionStore
 from gateway.features import ReadinessCheck
-from gateway.settings import AuditSettings, ConfigError, Settings
+from gateway.settings import ConfigError, Settings
 
 from .health import BackendHealth
 from .once import MemoryOneTimeStore
-from .replica import ReplicaSlot, claim_slot
+from .replica import HoldsSlot, ReplicaSlot, claim_slot
 
 if TYPE_CHECKING:
     from .redis_backend import RedisState
@@ -33,7 +33,7 @@ def _no_emit(action: str, *, outcome: str | None = None, **fields: Any) -> None:
     return None
 
 
-class MemoryState:
+class MemoryState(HoldsSlot):
     """Everything in this process: correct only while it is the only process."""
 
     backend = "memory"
@@ -46,14 +46,6 @@ class MemoryState:
         self.counters = MemoryCounterStore()
         self.once = MemoryOneTimeStore()
         self.health: BackendHealth | None = None
-
-    @property
-    def replica_id(self) -> str | None:
-        return self.slot.replica_id
-
-    @property
-    def audit_settings(self) -> AuditSettings:
-        return self.slot.audit
 
     def middleware(self) -> list[Middleware]:
         return []

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from starlette.middleware import Middleware
 
 from gateway.features import ReadinessCheck
-from gateway.settings import AuditSettings, Settings
+from gateway.settings import Settings
 
 from .counters import RedisCounterStore
 from .guard import StateGuardMiddleware
@@ -28,7 +28,7 @@ from .health import BackendHealth, describe
 from .redis_client import connect, target
 from .redis_once import RedisOneTimeStore
 from .registry import ReplicaRegistry
-from .replica import ReplicaSlot
+from .replica import HoldsSlot, ReplicaSlot
 from .sessions import RedisSessionStore
 
 log = structlog.get_logger(__name__)
@@ -37,7 +37,7 @@ Emit = Callable[..., None]
 VersionSource = Callable[[], "str | None"]
 
 
-class RedisState:
+class RedisState(HoldsSlot):
     """Sessions, counters and one-time values in Redis, watched by a monitor task."""
 
     backend = "redis"
@@ -65,14 +65,6 @@ class RedisState:
         self._tasks: list[asyncio.Task[None]] = []
         self._run_id: str | None = None
         self._version: VersionSource = lambda: None
-
-    @property
-    def replica_id(self) -> str | None:
-        return self.slot.replica_id
-
-    @property
-    def audit_settings(self) -> AuditSettings:
-        return self.slot.audit
 
     def middleware(self) -> list[Middleware]:
         return [Middleware(StateGuardMiddleware, brand=self.settings.server.brand)]

@@ -49,6 +49,20 @@ class ReplicaSlot:
             self.lock_fd = -1
 
 
+class HoldsSlot:
+    """What every state backend says about the replica slot it claimed."""
+
+    slot: ReplicaSlot
+
+    @property
+    def replica_id(self) -> str | None:
+        return self.slot.replica_id
+
+    @property
+    def audit_settings(self) -> AuditSettings:
+        return self.slot.audit
+
+
 def _try_lock(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

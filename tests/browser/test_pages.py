@@ -81,6 +81,9 @@ def test_st_user_is_the_verified_user_despite_forged_headers(browser, web_gatewa
     page = context.new_page()
     sign_in(page, web_gateway, "alice")
     wait_for_streamlit(page, "Welcome, alice")
+    # Streamlit renders the page element by element: wait for the last of
+    # the "Who I am" card before reading what it says.
+    wait_for_streamlit(page, "Signed in with")
     body = page.locator("body").inner_text()
     assert "mallory" not in body and "m@evil.example" not in body
     assert "alice@example.com" in body

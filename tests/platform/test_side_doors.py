@@ -93,7 +93,7 @@ def probes(platform_gw) -> list[Probe]:
     paths = {p.path for p in found}
     # The features this issue adds must be in the list (else the test would prove nothing).
     for expected in ("/api/tools", "/api/policy/decision", "/api/v1/sales/kpis", "/api/v1/docs", "/mcp", "/metrics",
-                     "/docs", "/docs/index.html", "/sitemap.xml", "/manifest.webmanifest", "/api/alerts/test"):
+                     "/docs", "/docs/probe", "/docs/assets/index.html", "/sitemap.xml", "/manifest.webmanifest", "/api/alerts/test"):
         assert expected in paths, expected
     extra = [Probe(k, p, m) for k, p, m in STREAMLIT_PROBES + UNMOUNTED_PROBES]
     return found + extra
