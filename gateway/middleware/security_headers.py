@@ -41,8 +41,10 @@ _EVERY: tuple[tuple[bytes, bytes], ...] = (
 _DOCUMENT_ONLY: tuple[tuple[bytes, bytes], ...] = (
     (
         b"permissions-policy",
-        b"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
-        b"microphone=(), payment=(), usb=(), interest-cohort=()",
+        (
+            b"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+            b"microphone=(), payment=(), usb=(), interest-cohort=()"
+        ),
     ),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"x-permitted-cross-domain-policies", b"none"),
@@ -88,7 +90,8 @@ class SecurityHeadersMiddleware:
             )
             for scheme_https in (False, True)
         }
-        self.names = frozenset(k for k, _ in _EVERY + _DOCUMENT_ONLY + _HSTS) | {
+        # Names ours replace: every header either set can add, the banner, CSP and caching.
+        self.names = frozenset(k for k, _ in self._sets[True][0]) | {
             b"server",
             b"content-security-policy",
             b"cache-control",

@@ -1,9 +1,9 @@
-"""The user guide at ``/docs`` (static files), ``/sitemap.xml`` and ``/manifest.webmanifest``.
+"""The user guide at ``/docs``, ``/sitemap.xml`` and ``/manifest.webmanifest``.
 
 The guide is plain HTML and CSS (pages assembled once in memory by
 :mod:`gateway.site.guide`, stylesheet and icons under ``assets/``), under a
-strict policy of its own (no script at all).  It is behind sign-in and policy like any page unless
-``platform.docs_public`` opens it.
+strict policy of its own (no script at all).  It is behind sign-in and
+policy like any page unless ``platform.docs_public`` opens it.
 
 The sitemap is an internal one: only for signed-in users, listing only the
 pages the asking user may open, marked ``X-Robots-Tag: noindex``, and not
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -65,6 +66,7 @@ class SiteFeature(BaseFeature):
 
     def __init__(self, services: "Services") -> None:
         self.services = services
+        self.assets = StaticFiles(directory=ASSETS)
         paths.set_docs_public(services.settings.platform.docs_public)
 
     # ------------------------------------------------------------ /docs
@@ -76,7 +78,8 @@ class SiteFeature(BaseFeature):
         if page is None:
             return error_response(request.scope, 404)
         headers = {"content-security-policy": SITE_CSP, "x-robots-tag": NOINDEX, "etag": page.etag}
-        if page.etag in (t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")):
+        # The static files' own revalidation rule (ETag list, W/ prefixes, "*").
+        if self.assets.is_not_modified(Headers(headers), request.headers):
             return Response(status_code=304, headers=headers)
         return Response(page.body, media_type="text/html; charset=utf-8", headers=headers)
 
@@ -134,7 +137,7 @@ class SiteFeature(BaseFeature):
         return [
             Route("/docs", self.guide_page, methods=["GET", "HEAD"]),
             Route("/docs/{page}", self.guide_page, methods=["GET", "HEAD"]),
-            Mount("/docs/assets", app=GuideHeaders(StaticFiles(directory=ASSETS)), name="docs-assets"),
+            Mount("/docs/assets", app=GuideHeaders(self.assets), name="docs-assets"),
             Route("/sitemap.xml", self.sitemap, methods=["GET", "HEAD"]),
             Route("/manifest.webmanifest", self.manifest, methods=["GET", "HEAD"]),
         ]

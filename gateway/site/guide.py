@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,19 +47,18 @@ def _nav(current: str) -> str:
     return "".join(items)
 
 
-def render(name: str) -> str:
-    title = dict(CONTENTS)[name]
-    layout = (HERE / "layout.html").read_text(encoding="utf-8")
+def render(layout: str, name: str, title: str) -> str:
     body = (PAGES_DIR / name).read_text(encoding="utf-8")
     # The body goes in last: its own braces are text, not placeholders.
     return layout.replace("{title}", html.escape(title)).replace("{nav}", _nav(name)).replace("{body}", body)
 
 
-@lru_cache(maxsize=None)
+@cache
 def pages() -> dict[str, Page]:
     """Every page, rendered once; a strong ETag each (the bytes' hash)."""
+    layout = (HERE / "layout.html").read_text(encoding="utf-8")
     out = {}
-    for name, _ in CONTENTS:
-        data = render(name).encode("utf-8")
+    for name, title in CONTENTS:
+        data = render(layout, name, title).encode("utf-8")
         out[name] = Page(data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
     return out
