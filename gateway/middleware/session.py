@@ -46,34 +46,55 @@ def ensure_context(scope: Scope) -> RequestContext:
     return ctx
 
 
+# Browsers send the same Cookie header on every request, so its parse is
+# remembered per wanted cookie name: raw header -> (wanted value, the header
+# without our cookies or None when none are left).  Bounded, like every cache
+# keyed by client bytes, and only for headers of a sane size.
+_PARSED: dict[str, dict[bytes, tuple[str, bytes | None]]] = {name: {} for name in _OUR_COOKIES}
+_PARSED_MAX = 1024
+_PARSED_MAX_BYTES = 4096
+
+
+def _parse_cookie_header(raw: bytes, wanted: str) -> tuple[str, bytes | None]:
+    value = ""
+    kept = []
+    for part in raw.decode("latin-1").split(";"):
+        cname, sep, cvalue = part.partition("=")
+        cname = cname.strip()
+        if sep and cname in _OUR_COOKIES:
+            if cname == wanted and not value:
+                value = cvalue.strip().strip('"')
+            continue
+        if part.strip():
+            kept.append(part.strip())
+    return value, ("; ".join(kept).encode("latin-1") if kept else None)
+
+
 def _split_cookies(headers: list[tuple[bytes, bytes]], wanted: str) -> tuple[str, list[tuple[bytes, bytes]] | None]:
     """The value of cookie ``wanted``, and the headers with our cookies removed
     (None when there was nothing to remove, to keep the common path allocation-free)."""
+    cache = _PARSED[wanted]
     value = ""
-    found = False
-    for name, raw in headers:
-        if name == b"cookie" and b"toolgate_session" in raw:
-            found = True
-            break
-    if not found:
-        return "", None
-    out: list[tuple[bytes, bytes]] = []
-    for name, raw in headers:
-        if name != b"cookie" or b"toolgate_session" not in raw:
-            out.append((name, raw))
+    out: list[tuple[bytes, bytes]] | None = None
+    for i, item in enumerate(headers):
+        raw = item[1]
+        if item[0] != b"cookie" or b"toolgate_session" not in raw:
+            if out is not None:
+                out.append(item)
             continue
-        kept = []
-        for part in raw.decode("latin-1").split(";"):
-            cname, sep, cvalue = part.partition("=")
-            cname = cname.strip()
-            if sep and cname in _OUR_COOKIES:
-                if cname == wanted and not value:
-                    value = cvalue.strip().strip('"')
-                continue
-            if part.strip():
-                kept.append(part.strip())
-        if kept:
-            out.append((b"cookie", "; ".join(kept).encode("latin-1")))
+        if out is None:
+            out = headers[:i]
+        parsed = cache.get(raw)
+        if parsed is None:
+            parsed = _parse_cookie_header(raw, wanted)
+            if len(raw) <= _PARSED_MAX_BYTES:
+                if len(cache) >= _PARSED_MAX:
+                    cache.clear()
+                cache[raw] = parsed
+        if parsed[0] and not value:
+            value = parsed[0]
+        if parsed[1] is not None:
+            out.append((b"cookie", parsed[1]))
     return value, out
 
 

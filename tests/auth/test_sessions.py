@@ -292,3 +292,47 @@ async def test_revocation_applies_to_a_session_already_resolved(env: Env) -> Non
     assert (await env.sessions.resolve(cookie, https=False))[1] == "ok"
     await env.sessions.store.revoke(record.session_id, reason="admin", now=env.clock())
     assert (await env.sessions.resolve(cookie, https=False)) == (None, "revoked")
+
+
+# ------------------------------------------------------------ the Cookie header, split
+
+
+def test_session_cookies_are_taken_out_of_the_headers_passed_inward() -> None:
+    from gateway.middleware.session import _split_cookies
+
+    headers = [
+        (b"host", b"h"),
+        (b"cookie", b'a=1; toolgate_session="sess"; __Host-toolgate_session=other; b=2'),
+        (b"accept", b"*/*"),
+        (b"cookie", b"toolgate_session=second"),  # HTTP/2 may split the header
+    ]
+    value, inward = _split_cookies(headers, "toolgate_session")
+    assert value == "sess"  # the first one wins, quotes removed
+    assert inward == [(b"host", b"h"), (b"cookie", b"a=1; b=2"), (b"accept", b"*/*")]
+    value, inward = _split_cookies(headers, "__Host-toolgate_session")
+    assert value == "other"
+    assert inward == [(b"host", b"h"), (b"cookie", b"a=1; b=2"), (b"accept", b"*/*")]
+    assert _split_cookies([(b"cookie", b"a=1")], "toolgate_session") == ("", None)
+    # A name that merely contains ours is somebody else's cookie.
+    assert _split_cookies([(b"cookie", b"xtoolgate_session=1")], "toolgate_session") == ("", [(b"cookie", b"xtoolgate_session=1")])
+
+
+def test_cookie_header_parse_cache_is_bounded_and_exact() -> None:
+    from gateway.middleware import session as mw
+
+    cache = mw._PARSED["toolgate_session"]
+    cache.clear()
+    for i in range(mw._PARSED_MAX + 10):
+        raw = b"toolgate_session=s%d; keep=%d" % (i, i)
+        assert mw._split_cookies([(b"cookie", raw)], "toolgate_session") == (f"s{i}", [(b"cookie", b"keep=%d" % i)])
+        assert len(cache) <= mw._PARSED_MAX
+    # Served from the cache, the answer is the same as parsed afresh.
+    raw = b"toolgate_session=s3; keep=3"
+    cache.clear()
+    first = mw._split_cookies([(b"cookie", raw)], "toolgate_session")
+    assert raw in cache
+    assert mw._split_cookies([(b"cookie", bytes(raw))], "toolgate_session") == first
+    # Oversize headers are parsed every time, never kept.
+    big = b"toolgate_session=x; pad=" + b"p" * mw._PARSED_MAX_BYTES
+    assert mw._split_cookies([(b"cookie", big)], "toolgate_session")[0] == "x"
+    assert big not in cache
