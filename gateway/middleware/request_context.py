@@ -8,9 +8,9 @@ a client cannot choose the address the IP allowlist and the audit trail see.
 from __future__ import annotations
 
 import ipaddress
-import re
 import os
-from typing import Iterable
+import re
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

@@ -24,7 +24,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth.sessions import COOKIE_HTTP, COOKIE_HTTPS, SessionManager, SessionRecord, scope_https
+from gateway.auth.sessions import (
+    COOKIE_HTTP,
+    COOKIE_HTTPS,
+    SessionManager,
+    SessionRecord,
+    scope_https,
+)
 from gateway.context import SCOPE_KEY, RequestContext, get_context
 
 WS_CLOSE_SESSION_ENDED = 4401

@@ -247,7 +247,7 @@ async def test_memory_store_sweep_and_bound() -> None:
 async def test_bad_cookies_over_http_are_anonymous_and_cleared(env: Env, cookie_value: str) -> None:
     app = env.app()
     async with env.client(app=app) as c:
-        resp = await c.get("/x", headers={"cookie": f"toolgate_session={cookie_value}".encode("utf-8")})
+        resp = await c.get("/x", headers={"cookie": f"toolgate_session={cookie_value}".encode()})
         assert resp.status_code == 200
         assert resp.json()["user"] is None
         assert header_values(resp.json(), "x-gateway-user") == []
