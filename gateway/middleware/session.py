@@ -89,7 +89,7 @@ def _split_cookies(headers: list[tuple[bytes, bytes]], wanted: str) -> tuple[str
                 out.append(item)
             continue
         if out is None:
-            out = headers[:i]
+            out = list(headers[:i])
         parsed = cache.get(raw)
         if parsed is None:
             parsed = _parse_cookie_header(raw, wanted)
