@@ -61,7 +61,9 @@ _PARSED_MAX = 1024
 _PARSED_MAX_BYTES = 4096
 
 
-def _parse_cookie_header(raw: bytes, wanted: str) -> tuple[str, bytes | None]:
+def _strip_our_cookies(raw: bytes, wanted: str) -> tuple[str, bytes | None]:
+    """``wanted``'s value, and the other cookies as sent (order and duplicates kept,
+    which is why this is not ``gateway.auth.sessions.parse_cookie_header``)."""
     value = ""
     kept = []
     for part in raw.decode("latin-1").split(";"):
@@ -92,7 +94,7 @@ def _split_cookies(headers: list[tuple[bytes, bytes]], wanted: str) -> tuple[str
             out = list(headers[:i])
         parsed = cache.get(raw)
         if parsed is None:
-            parsed = _parse_cookie_header(raw, wanted)
+            parsed = _strip_our_cookies(raw, wanted)
             if len(raw) <= _PARSED_MAX_BYTES:
                 if len(cache) >= _PARSED_MAX:
                     cache.clear()
