@@ -126,6 +126,9 @@ class AuditSettings:
     queue_size: int = 10_000
     flush_interval_s: float = 0.2
     stdout: bool = False
+    # One line per request on stderr, rendered by the writer from the trail's
+    # records (gateway/audit/access_log.py); uvicorn's own access log is off.
+    access_log: bool = True
     syslog: bool = False
     syslog_address: str = "/dev/log"
     # Where records are built, chained and written: "process" (a writer
@@ -527,6 +530,7 @@ def _audit(raw: Any, base: Path) -> AuditSettings:
         queue_size=s.int("queue_size", d.queue_size, lo=16, hi=10_000_000),
         flush_interval_s=s.float("flush_interval_s", d.flush_interval_s, lo=0.01, hi=60),
         stdout=s.bool("stdout", d.stdout),
+        access_log=s.bool("access_log", d.access_log),
         syslog=s.bool("syslog", d.syslog),
         syslog_address=s.str("syslog_address", d.syslog_address, allow_empty=False),
         writer=s.choice("writer", d.writer, AUDIT_WRITERS),

@@ -1,4 +1,4 @@
-"""Secondary sinks: copies of each written line to stdout and/or syslog.
+"""Secondary sinks: copies of each written line to stdout and/or syslog, and the access log.
 
 The JSONL file is the record of truth; these copies ship the trail (with its
 chain values) off the host, which is also what anchors the chain head against
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
-from gateway.settings import ConfigError
+from gateway.settings import AuditSettings, ConfigError
+
+from .access_log import AccessLogSink
 
 LOG_AUTHPRIV = 10
 LOG_INFO = 6
@@ -92,3 +95,24 @@ class SyslogSink:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+def build_sinks(settings: AuditSettings) -> list[Any]:
+    """The sinks ``settings`` switch on, in the writer that will use them (thread or process)."""
+    sinks: list[Any] = []
+    try:
+        if settings.stdout:
+            sinks.append(StdoutSink())
+        if settings.syslog:
+            sinks.append(SyslogSink(settings.syslog_address))
+        if settings.access_log:
+            sinks.append(AccessLogSink())
+    except BaseException:
+        close_sinks(sinks)
+        raise
+    return sinks
+
+
+def close_sinks(sinks: list[Any]) -> None:
+    for s in sinks:
+        s.close()

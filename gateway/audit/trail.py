@@ -28,7 +28,7 @@ from .chain import load_key
 from .event_view import AuditEvent
 from .schema import OUTCOMES, Roles, check_action, check_outcome
 from .shipper import ProcessWriter
-from .sinks import StdoutSink, SyslogSink
+from .sinks import build_sinks, close_sinks
 from .writer import LOCK_WAIT_S, LOG_EVERY_S, WAKE_AT, Item, Stats, Writer
 
 log = structlog.get_logger(__name__)
@@ -126,17 +126,12 @@ class AuditTrail:
             pw.open()
             self._run(pw, "audit-shipper")
             return
-        sinks: list[Any] = []
-        if self.settings.stdout:
-            sinks.append(StdoutSink())
-        if self.settings.syslog:
-            sinks.append(SyslogSink(self.settings.syslog_address))
+        sinks = build_sinks(self.settings)
         w = Writer(self.settings, key, sinks=sinks, **shared)
         try:
             w.open()
         except BaseException:
-            for s in sinks:
-                s.close()
+            close_sinks(sinks)
             raise
         self._run(w, "audit-writer")
 

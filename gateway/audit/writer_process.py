@@ -36,7 +36,7 @@ import orjson
 import structlog
 
 from . import wire
-from .sinks import StdoutSink, SyslogSink
+from .sinks import build_sinks, close_sinks
 from .writer import RETRY_INTERVAL_S, Item, Stats, Writer
 
 # How long the child keeps draining after the gateway vanished without CLOSE.
@@ -265,10 +265,7 @@ def serve(cmd_fd: int, rep_fd: int) -> int:
     w: ChildWriter | None = None
     try:
         settings = init["settings"]
-        if settings.stdout:
-            sinks.append(StdoutSink())
-        if settings.syslog:
-            sinks.append(SyslogSink(settings.syslog_address))
+        sinks = build_sinks(settings)
         w = ChildWriter(
             settings,
             init["key"],
@@ -285,8 +282,7 @@ def serve(cmd_fd: int, rep_fd: int) -> int:
         del init
         w.open()
     except BaseException as exc:  # noqa: BLE001 - every start-up failure goes back to start()
-        for s in sinks:
-            s.close()
+        close_sinks(sinks)
         reporter.send(wire.FAILED, wire.encode_error(exc))
         return 2
     inbox.w = w
