@@ -6,6 +6,14 @@ machine noise hits both alike.  The gateway is measured the way people use
 it: signed in (a real session cookie from the real sign-in form), with
 auditing on.  Prints req/s and p99 per route and the ratio gateway/bare.
 
+Both log one access line per request to a file, as a deployed server does:
+bare through uvicorn's access logger (``access_log=False`` is passed, but
+Streamlit's logger set-up re-attaches its console handler to
+``uvicorn.access`` when the app starts, as for any ``st.App`` under
+uvicorn), the gateway through its audit writer's access log (uvicorn's is
+off there).  The script checks that each side writes exactly one line per
+request before it measures.
+
     .venv/bin/python benchmarks/chain_overhead.py [--duration 5] [--rounds 3]
 
 Target (issue: foundation): ratio >= 0.90 on both routes.
@@ -29,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import free_port
 
 ROUTES = ("/_stcore/health", "/")
 
@@ -94,6 +102,31 @@ def wrk(url: str, duration: int, connections: int, cookie: str | None) -> tuple[
     return rps, float(p99_raw.group(1)) * scale
 
 
+def _access_lines(path: Path, marker: str) -> int:
+    return sum(1 for line in path.read_text(errors="replace").splitlines() if marker in line)
+
+
+def _check_access_logs(work: Path, gw: str, bare: str, cookie: str) -> None:
+    """Both sides must log exactly one access line per request, or the ratio compares unlike work."""
+    probe = "/_stcore/health"
+    sides = (
+        ("bare", bare, None, work / "bare.log", f'"GET {probe} HTTP/1.1" 200'),
+        ("gateway", gw, cookie, work / "gateway.log", '"logger":"gateway.access"'),
+    )
+    for name, base, ck, path, marker in sides:
+        before = _access_lines(path, marker)
+        for _ in range(3):
+            httpx.get(base + probe, headers={"cookie": ck} if ck else {}, timeout=5).raise_for_status()
+        deadline = time.monotonic() + 5
+        while (n := _access_lines(path, marker) - before) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        n = _access_lines(path, marker) - before
+        if n != 3:
+            raise SystemExit(f"{name}: {n} access-log lines for 3 requests; the comparison needs one each")
+    print("access log: one line per request on both sides (bare: uvicorn.access; gateway: gateway.access)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=5)
@@ -111,20 +144,22 @@ def main() -> int:
             [sys.executable, "-m", "gateway.cli", "init", str(work), "--demo", "--port", str(gw_port)],
             capture_output=True, text=True, check=True, cwd=ROOT,
         )
-        user, password = re.search(r"^\s+(alice)\s+(\S+)$", init.stdout, re.M).groups()
+        user, password = re.search(r"^\s+(alice)\s+(\S+)$", init.stdout, re.MULTILINE).groups()
         log = (work / "gateway.log").open("wb")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "--config", str(work / "gateway.toml")],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         ))
+        bare_log = (work / "bare.log").open("wb")
         procs.append(subprocess.Popen(
             [sys.executable, "-c", BARE_APP, str(bare_port), str(ROOT / "tools_ui" / "app.py")],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, stdout=bare_log, stderr=subprocess.STDOUT,
         ))
         gw, bare = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{bare_port}"
         wait_up(gw + "/healthz", procs[0])
         wait_up(bare + "/_stcore/health", procs[1])
         cookie = sign_in(gw, user, password)
+        _check_access_logs(work, gw, bare, cookie)
 
         pin = _pin_load_generator()
         print(

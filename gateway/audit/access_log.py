@@ -26,7 +26,8 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import structlog
@@ -34,7 +35,8 @@ import structlog
 log = structlog.get_logger("gateway.access")
 
 LOGGER_NAME = "gateway.access"
-ACTIONS = (b'"action":"http.request"', b'"action":"websocket.session"')
+_HTTP = b'"action":"http.request"'
+_WS = b'"action":"websocket.session"'
 # Written bytes waiting for the output thread; past this, whole batches are
 # dropped (and counted) instead of queued.
 MAX_PENDING_BYTES = 4 * 1024 * 1024
@@ -44,39 +46,60 @@ MAX_PENDING_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 4096
 
 
+_ACCESS_ACTIONS = frozenset({"http.request", "websocket.session"})
+_EMPTY: dict[str, Any] = {}
+
+
 def access_fields(rec: dict[str, Any]) -> dict[str, Any] | None:
-    """The access-log line's fields for one trail record, or None for records that are not accesses."""
-    event = rec.get("event")
-    if not isinstance(event, dict) or event.get("action") not in ("http.request", "websocket.session"):
+    """The access-log line's fields for one trail record, or None for records that are not accesses.
+
+    The records come from the writer's own output, so their shape is known;
+    anything else (a value of another type where a section should be) makes
+    the record unusable here, never an exception.
+    """
+    try:
+        event = rec["event"]
+        action = event["action"]
+        if action not in _ACCESS_ACTIONS:
+            return None
+        http = rec.get("http", _EMPTY)
+        req = http.get("request", _EMPTY)
+        resp = http.get("response", _EMPTY)
+        status = resp.get("status_code")
+        out: dict[str, Any] = {
+            "event": action,
+            "level": "error" if type(status) is int and status >= 500 else "info",
+            "logger": LOGGER_NAME,
+        }
+        # Absent values are left out rather than printed as null.
+        if (v := rec.get("@timestamp")) is not None:
+            out["timestamp"] = v
+        if (v := req.get("method")) is not None:
+            out["method"] = v
+        if (v := rec.get("url", _EMPTY).get("path")) is not None:
+            out["path"] = v
+        if status is not None:
+            out["status"] = status
+        if (v := resp.get("body", _EMPTY).get("bytes")) is not None:
+            out["bytes"] = v
+        if type(v := event.get("duration")) is int:  # nanoseconds
+            out["duration_ms"] = (v + 500) // 1000 / 1000
+        if (v := rec.get("client", _EMPTY).get("ip")) is not None:
+            out["client_ip"] = v
+        if (v := rec.get("user", _EMPTY).get("name")) is not None:
+            out["user"] = v
+        gw = rec.get("gateway", _EMPTY)
+        if (v := gw.get("decision")) is not None:
+            out["decision"] = v
+        if (v := gw.get("rule_id")) is not None:
+            out["rule_id"] = v
+        if (v := req.get("id")) is not None:
+            out["request_id"] = v
+        if (v := rec.get("user_agent", _EMPTY).get("original")) is not None:
+            out["user_agent"] = v
+    except (KeyError, TypeError, AttributeError):
         return None
-    http = _dict(rec.get("http"))
-    req = _dict(http.get("request"))
-    resp = _dict(http.get("response"))
-    status = resp.get("status_code")
-    duration = event.get("duration")
-    gw = _dict(rec.get("gateway"))
-    out: dict[str, Any] = {
-        "event": event["action"],
-        "level": "error" if isinstance(status, int) and status >= 500 else "info",
-        "logger": LOGGER_NAME,
-        "timestamp": rec.get("@timestamp"),
-        "method": req.get("method"),
-        "path": _dict(rec.get("url")).get("path"),
-        "status": status,
-        "bytes": _dict(resp.get("body")).get("bytes"),
-        "duration_ms": round(duration / 1e6, 3) if isinstance(duration, (int, float)) else None,
-        "client_ip": _dict(rec.get("client")).get("ip"),
-        "user": _dict(rec.get("user")).get("name"),
-        "decision": gw.get("decision"),
-        "rule_id": gw.get("rule_id"),
-        "request_id": req.get("id"),
-        "user_agent": _dict(rec.get("user_agent")).get("original"),
-    }
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
+    return out
 
 
 def renderer(json: bool) -> Callable[[dict[str, Any]], bytes]:
@@ -97,7 +120,7 @@ def render_lines(data: bytes, render: Callable[[dict[str, Any]], bytes]) -> byte
     """The access lines for a chunk of written trail lines (other records, and lines that do not parse, are skipped)."""
     out = []
     for line in data.split(b"\n"):
-        if not any(a in line for a in ACTIONS):
+        if _HTTP not in line and _WS not in line:
             continue
         try:
             rec = orjson.loads(line)

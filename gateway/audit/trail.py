@@ -16,9 +16,10 @@ import atexit
 import collections
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 
@@ -174,7 +175,7 @@ class AuditTrail:
         self._state = "closed"
         return self._stats.lost == 0
 
-    def __enter__(self) -> "AuditTrail":
+    def __enter__(self) -> AuditTrail:
         self.start()
         return self
 
@@ -295,7 +296,7 @@ class AuditTrail:
         for listener in self._listeners:
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a listener never breaks auditing
+            except Exception:
                 log.exception("audit_listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))
 
     def _refuse(self, action: str) -> None:

@@ -10,7 +10,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.audit.access_log import AccessLogSink, access_fields, chunks, render_lines, renderer
+from gateway.audit.access_log import (
+    AccessLogSink,
+    access_fields,
+    chunks,
+    render_lines,
+    renderer,
+)
 from gateway.audit.sinks import build_sinks, close_sinks
 from gateway.settings import AuditSettings, load_settings
 from tests.helpers import make_config_dir
