@@ -36,6 +36,10 @@ from gateway.errors import error_response
 from gateway.settings import OIDCSettings
 from gateway.state.once import MemoryOneTimeStore, OneTimeStore
 
+# The sign-in flow's state, between /auth/oidc/... and /auth/callback.
+COOKIE_HTTP = "toolgate_oidc"
+COOKIE_HTTPS = "__Host-toolgate_oidc"
+
 log = structlog.get_logger(__name__)
 
 START_PATH = "/auth/oidc/start"
@@ -114,7 +118,7 @@ class OIDCLogin:
         self.https = https
         self.brand = brand
         self.login_path = login_path
-        self.cookie_name = "__Host-toolgate_oidc" if https else "toolgate_oidc"
+        self.cookie_name = COOKIE_HTTPS if https else COOKIE_HTTP
         self._spent: OneTimeStore = spent if spent is not None else MemoryOneTimeStore()
 
     @property

@@ -24,6 +24,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth import csrf, oidc_routes
 from gateway.auth.sessions import (
     COOKIE_HTTP,
     COOKIE_HTTPS,
@@ -34,7 +35,12 @@ from gateway.auth.sessions import (
 from gateway.context import SCOPE_KEY, RequestContext, get_context
 
 WS_CLOSE_SESSION_ENDED = 4401
-_OUR_COOKIES = (COOKIE_HTTP, COOKIE_HTTPS)
+_SESSION_COOKIES = frozenset({COOKIE_HTTP, COOKIE_HTTPS})
+# The sign-in flows' pre-session cookies (CSRF nonce, OIDC state) are read by
+# the gateway's /auth/* routes only; nothing behind the gateway gets them
+# (st.context.cookies would otherwise show them to every tool).
+_ALL_COOKIES = _SESSION_COOKIES | {csrf.COOKIE_HTTP, csrf.COOKIE_HTTPS, oidc_routes.COOKIE_HTTP, oidc_routes.COOKIE_HTTPS}
+AUTH_PREFIX = "/auth/"
 
 
 def ensure_context(scope: Scope) -> RequestContext:
@@ -53,23 +59,26 @@ def ensure_context(scope: Scope) -> RequestContext:
 
 
 # Browsers send the same Cookie header on every request, so its parse is
-# remembered per wanted cookie name: raw header -> (wanted value, the header
-# without our cookies or None when none are left).  Bounded, like every cache
-# keyed by client bytes, and only for headers of a sane size.
-_PARSED: dict[str, dict[bytes, tuple[str, bytes | None]]] = {name: {} for name in _OUR_COOKIES}
+# remembered per wanted cookie name and kind of route: raw header -> (wanted
+# value, the header without our cookies or None when none are left).
+# Bounded, like every cache keyed by client bytes, and only for headers of a
+# sane size.
+_PARSED: dict[tuple[str, bool], dict[bytes, tuple[str, bytes | None]]] = {
+    (name, to_auth): {} for name in _SESSION_COOKIES for to_auth in (False, True)
+}
 _PARSED_MAX = 1024
 _PARSED_MAX_BYTES = 4096
 
 
-def _strip_our_cookies(raw: bytes, wanted: str) -> tuple[str, bytes | None]:
-    """``wanted``'s value, and the other cookies as sent (order and duplicates kept,
-    which is why this is not ``gateway.auth.sessions.parse_cookie_header``)."""
+def _strip_our_cookies(raw: bytes, wanted: str, ours: frozenset[str] = _ALL_COOKIES) -> tuple[str, bytes | None]:
+    """``wanted``'s value, and the cookies not in ``ours`` as sent (order and duplicates
+    kept, which is why this is not ``gateway.auth.sessions.parse_cookie_header``)."""
     value = ""
     kept = []
     for part in raw.decode("latin-1").split(";"):
         cname, sep, cvalue = part.partition("=")
         cname = cname.strip()
-        if sep and cname in _OUR_COOKIES:
+        if sep and cname in ours:
             if cname == wanted and not value:
                 value = cvalue.strip().strip('"')
             continue
@@ -78,15 +87,22 @@ def _strip_our_cookies(raw: bytes, wanted: str) -> tuple[str, bytes | None]:
     return value, ("; ".join(kept).encode("latin-1") if kept else None)
 
 
-def _split_cookies(headers: list[tuple[bytes, bytes]], wanted: str) -> tuple[str, list[tuple[bytes, bytes]] | None]:
+def _split_cookies(
+    headers: list[tuple[bytes, bytes]], wanted: str, *, to_auth: bool = False
+) -> tuple[str, list[tuple[bytes, bytes]] | None]:
     """The value of cookie ``wanted``, and the headers with our cookies removed
-    (None when there was nothing to remove, to keep the common path allocation-free)."""
-    cache = _PARSED[wanted]
+    (None when there was nothing to remove, to keep the common path allocation-free).
+
+    ``to_auth``: the request is for the gateway's /auth/* routes, which keep
+    the pre-session cookies; every other request loses them too.
+    """
+    cache = _PARSED[(wanted, to_auth)]
+    ours = _SESSION_COOKIES if to_auth else _ALL_COOKIES
     value = ""
     out: list[tuple[bytes, bytes]] | None = None
     for i, item in enumerate(headers):
         raw = item[1]
-        if item[0] != b"cookie" or b"toolgate_session" not in raw:
+        if item[0] != b"cookie" or b"toolgate_" not in raw:
             if out is not None:
                 out.append(item)
             continue
@@ -94,7 +110,7 @@ def _split_cookies(headers: list[tuple[bytes, bytes]], wanted: str) -> tuple[str
             out = list(headers[:i])
         parsed = cache.get(raw)
         if parsed is None:
-            parsed = _strip_our_cookies(raw, wanted)
+            parsed = _strip_our_cookies(raw, wanted, ours)
             if len(raw) <= _PARSED_MAX_BYTES:
                 if len(cache) >= _PARSED_MAX:
                     cache.clear()
@@ -131,7 +147,9 @@ class SessionMiddleware:
             return
         ctx = ensure_context(scope)
         https = self.https if self.https is not None else scope_https(scope)
-        value, stripped = _split_cookies(scope["headers"], self.sessions.cookie_name(https))
+        value, stripped = _split_cookies(
+            scope["headers"], self.sessions.cookie_name(https), to_auth=scope["path"].startswith(AUTH_PREFIX)
+        )
         if stripped is not None and self.strip_cookie:
             scope["headers"] = stripped
 

@@ -56,6 +56,22 @@ async def test_signed_in_spoofing_over_http(env: Env) -> None:
     assert header_values(body, "x-gateway-groups") == ["employees,security"]
 
 
+async def test_the_gateway_s_cookies_never_reach_the_app(env: Env) -> None:
+    # The session cookie, and the sign-in flows' CSRF and OIDC cookies: only
+    # the gateway's /auth/* routes read those, and st.context.cookies would
+    # show them to every tool.
+    async with env.client() as c:
+        await login(c, "alice", ALICE_PASSWORD)
+        assert "toolgate_csrf" in c.cookies and "toolgate_session" in c.cookies
+        c.cookies.set("toolgate_oidc", "state-blob")
+        c.cookies.set("theme", "dark")
+        body = (await c.get("/page")).json()
+    assert body["user"] == "alice"
+    sent = "; ".join(header_values(body, "cookie"))
+    assert "toolgate_" not in sent
+    assert "theme=dark" in sent
+
+
 def test_spoofing_over_websocket(env: Env) -> None:
     with TestClient(env.app()) as client:
         with client.websocket_connect("/ws", headers=dict(SPOOFED)) as ws:

@@ -317,10 +317,23 @@ def test_session_cookies_are_taken_out_of_the_headers_passed_inward() -> None:
     assert _split_cookies([(b"cookie", b"xtoolgate_session=1")], "toolgate_session") == ("", [(b"cookie", b"xtoolgate_session=1")])
 
 
+def test_pre_session_cookies_are_kept_only_for_the_auth_routes() -> None:
+    from gateway.middleware.session import _split_cookies
+
+    raw = b"toolgate_csrf=n1; a=1; __Host-toolgate_oidc=st; toolgate_session=s; __Host-toolgate_csrf=n2; toolgate_oidc=o"
+    value, inward = _split_cookies([(b"cookie", raw)], "toolgate_session")
+    assert (value, inward) == ("s", [(b"cookie", b"a=1")])
+    value, inward = _split_cookies([(b"cookie", raw)], "toolgate_session", to_auth=True)
+    assert value == "s"
+    assert inward == [(b"cookie", b"toolgate_csrf=n1; a=1; __Host-toolgate_oidc=st; __Host-toolgate_csrf=n2; toolgate_oidc=o")]
+    # Only a pre-session cookie: the app gets no Cookie header at all.
+    assert _split_cookies([(b"cookie", b"toolgate_csrf=n1")], "toolgate_session") == ("", [])
+
+
 def test_cookie_header_parse_cache_is_bounded_and_exact() -> None:
     from gateway.middleware import session as mw
 
-    cache = mw._PARSED["toolgate_session"]
+    cache = mw._PARSED[("toolgate_session", False)]
     cache.clear()
     for i in range(mw._PARSED_MAX + 10):
         raw = b"toolgate_session=s%d; keep=%d" % (i, i)
