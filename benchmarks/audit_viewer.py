@@ -61,7 +61,8 @@ def write_trail(folder: Path, n: int) -> Path:
     os.chmod(key, 0o600)
     now = [T0]
     trail = AuditTrail(
-        AuditSettings(path=folder / "audit" / "audit.jsonl", key_file=key, queue_size=200_000, rotate_daily=False),
+        AuditSettings(path=folder / "audit" / "audit.jsonl", key_file=key, queue_size=200_000, rotate_daily=False,
+                      access_log=False),
         clock=lambda: now[0],
     )
     trail.start()
