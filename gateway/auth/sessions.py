@@ -455,17 +455,9 @@ def scope_https(scope: Any) -> bool:
     return scope.get("scheme") in ("https", "wss")
 
 
-def parse_cookie_header(raw: str) -> dict[str, str]:
-    """``name=value`` pairs; the first occurrence of a name wins (like browsers send)."""
-    out: dict[str, str] = {}
-    for part in raw.split(";"):
-        name, sep, value = part.partition("=")
-        if not sep:
-            continue
-        name = name.strip()
-        if name and name not in out:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            out[name] = value
-    return out
+def unquote_cookie_value(value: str) -> str:
+    """The value without surrounding blanks and one matched pair of double quotes (RFC 6265 allows them)."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value

@@ -31,6 +31,7 @@ from gateway.auth.sessions import (
     SessionManager,
     SessionRecord,
     scope_https,
+    unquote_cookie_value,
 )
 from gateway.context import SCOPE_KEY, RequestContext, get_context
 
@@ -71,8 +72,8 @@ _PARSED_MAX_BYTES = 4096
 
 
 def _strip_our_cookies(raw: bytes, wanted: str, ours: frozenset[str] = _ALL_COOKIES) -> tuple[str, bytes | None]:
-    """``wanted``'s value, and the cookies not in ``ours`` as sent (order and duplicates
-    kept, which is why this is not ``gateway.auth.sessions.parse_cookie_header``)."""
+    """``wanted``'s value (the first one sent), and the cookies not in ``ours`` as
+    sent: order and duplicates kept, for whatever reads them behind the gateway."""
     value = ""
     kept = []
     for part in raw.decode("latin-1").split(";"):
@@ -80,7 +81,7 @@ def _strip_our_cookies(raw: bytes, wanted: str, ours: frozenset[str] = _ALL_COOK
         cname = cname.strip()
         if sep and cname in ours:
             if cname == wanted and not value:
-                value = cvalue.strip().strip('"')
+                value = unquote_cookie_value(cvalue)
             continue
         if part.strip():
             kept.append(part.strip())

@@ -317,6 +317,21 @@ def test_session_cookies_are_taken_out_of_the_headers_passed_inward() -> None:
     assert _split_cookies([(b"cookie", b"xtoolgate_session=1")], "toolgate_session") == ("", [(b"cookie", b"xtoolgate_session=1")])
 
 
+def test_only_a_matched_pair_of_quotes_is_removed() -> None:
+    from gateway.middleware.session import _split_cookies
+
+    def value(raw: bytes) -> str:
+        return _split_cookies([(b"cookie", raw)], "toolgate_session")[0]
+
+    assert value(b'toolgate_session="abc"') == "abc"
+    assert value(b'toolgate_session= "abc" ') == "abc"
+    # Anything else is the value as sent, which then fails verification
+    # like any other altered cookie rather than being repaired into a valid one.
+    assert value(b'toolgate_session="abc') == '"abc'
+    assert value(b'toolgate_session=abc"') == 'abc"'
+    assert value(b'toolgate_session=""abc""') == '"abc"'
+
+
 def test_pre_session_cookies_are_kept_only_for_the_auth_routes() -> None:
     from gateway.middleware.session import _split_cookies
 
