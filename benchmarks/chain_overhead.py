@@ -166,7 +166,7 @@ def main() -> int:
             f"wrk: 1 thread, {args.connections} connections, {args.duration}s x {args.rounds} rounds, alternating"
             + (f", pinned to CPU {pin[-1]}" if pin else "")
         )
-        print(f"{'route':<18}{'bare req/s':>12}{'gw req/s':>12}{'ratio':>8}{'bare p99':>11}{'gw p99':>10}")
+        print(f"{'route':<18}{'bare req/s':>12}{'gw req/s':>12}{'ratio':>8}{'bare p99':>11}{'gw p99':>10}   ratio per round")
         for route in ROUTES:
             wrk(bare + route, 1, args.connections, None)  # warm-up
             wrk(gw + route, 1, args.connections, cookie)
@@ -181,6 +181,9 @@ def main() -> int:
             print(
                 f"{route:<18}{br:>12.0f}{gr:>12.0f}{gr / br:>8.2f}"
                 f"{statistics.median(b_p99):>9.1f}ms{statistics.median(g_p99):>8.1f}ms"
+                # Each round's pair measured back to back: their spread is the
+                # machine's noise, which the medians smooth but do not remove.
+                f"   {' '.join(f'{g / b:.2f}' for b, g in zip(b_rps, g_rps))}"
             )
         return 0
     finally:
