@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import free_port
+from tests.helpers import free_port  # noqa: E402
 
 ROUTES = ("/_stcore/health", "/")
 
@@ -118,7 +118,7 @@ def _check_access_logs(work: Path, gw: str, bare: str, cookie: str) -> None:
         for _ in range(3):
             httpx.get(base + probe, headers={"cookie": ck} if ck else {}, timeout=5).raise_for_status()
         deadline = time.monotonic() + 5
-        while (n := _access_lines(path, marker) - before) < 3 and time.monotonic() < deadline:
+        while _access_lines(path, marker) - before < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
         n = _access_lines(path, marker) - before

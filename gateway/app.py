@@ -28,7 +28,7 @@ from gateway.middleware.ip_allowlist import IPAllowlistMiddleware
 from gateway.middleware.request_context import RequestContextMiddleware
 from gateway.middleware.security_headers import SecurityHeadersMiddleware
 from gateway.middleware.trusted_host import TrustedHostMiddleware
-from gateway.paths import GATEWAY_EXACT, GATEWAY_PREFIXES
+from gateway.paths import AUTH_PREFIX, GATEWAY_EXACT, GATEWAY_PREFIXES
 from gateway.route_bundle import RouteBundle
 from gateway.routes import core_routes
 from gateway.services import Services, build_services
@@ -124,7 +124,7 @@ def create_app(
         routes=[
             RouteBundle(
                 [*core_routes(settings, services.readiness_checks()), *services.routes(), *extra_routes],
-                namespace_prefixes=(*GATEWAY_PREFIXES, "/auth/", "/_gateway/"),
+                namespace_prefixes=(*GATEWAY_PREFIXES, AUTH_PREFIX, "/_gateway/"),
                 namespace_exact=GATEWAY_EXACT,
             )
         ],

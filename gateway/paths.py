@@ -39,6 +39,9 @@ def set_docs_public(enabled: bool) -> None:
     global _docs_public
     _docs_public = bool(enabled)
 
+# The gateway's sign-in routes (public; the only readers of the pre-session cookies).
+AUTH_PREFIX = "/auth/"
+
 # Gateway routes that need a signed-in (or token-bearing) user.
 GATEWAY_PREFIXES = ("/api/", "/ws/", "/mcp", "/docs/", "/metrics")
 GATEWAY_EXACT = frozenset({"/docs", "/metrics", "/sitemap.xml", "/manifest.webmanifest"})

@@ -296,7 +296,7 @@ class AuditTrail:
         for listener in self._listeners:
             try:
                 listener(event)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a listener never breaks auditing
                 log.exception("audit_listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))
 
     def _refuse(self, action: str) -> None:

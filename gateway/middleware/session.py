@@ -34,6 +34,7 @@ from gateway.auth.sessions import (
     unquote_cookie_value,
 )
 from gateway.context import SCOPE_KEY, RequestContext, get_context
+from gateway.paths import AUTH_PREFIX
 
 WS_CLOSE_SESSION_ENDED = 4401
 _SESSION_COOKIES = frozenset({COOKIE_HTTP, COOKIE_HTTPS})
@@ -41,7 +42,6 @@ _SESSION_COOKIES = frozenset({COOKIE_HTTP, COOKIE_HTTPS})
 # the gateway's /auth/* routes only; nothing behind the gateway gets them
 # (st.context.cookies would otherwise show them to every tool).
 _ALL_COOKIES = _SESSION_COOKIES | {csrf.COOKIE_HTTP, csrf.COOKIE_HTTPS, oidc_routes.COOKIE_HTTP, oidc_routes.COOKIE_HTTPS}
-AUTH_PREFIX = "/auth/"
 
 
 def ensure_context(scope: Scope) -> RequestContext:
