@@ -11,6 +11,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY tools_ui ./tools_ui
+# The starting policies ship inside the package (gateway.shipped_policies), for `gateway init`.
+COPY policies ./policies
 RUN python -m venv /opt/toolgate && /opt/toolgate/bin/pip install --no-compile .
 
 FROM python:3.11-slim
@@ -24,11 +26,13 @@ RUN groupadd --system --gid 10001 toolgate \
  && mkdir -p /var/lib/toolgate/audit /config \
  && chown toolgate:toolgate /var/lib/toolgate/audit
 COPY --from=build /opt/toolgate /opt/toolgate
-COPY --chown=root:root policies /app/policies
 WORKDIR /app
 USER toolgate
 EXPOSE 8501
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD python -c "import sys,urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8501/healthz', timeout=2).status == 200 else 1)"
+# Probes with the configured port, scheme and a Host from server.trusted_hosts:
+# a fixed http://127.0.0.1:8501 would be refused by a deployment that serves
+# only its public name.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["gateway", "healthcheck", "--timeout", "3"]
 ENTRYPOINT ["gateway"]
 CMD ["run"]

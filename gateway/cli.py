@@ -1,6 +1,6 @@
-"""The ``gateway`` command: run, init, users, policy, audit, token, keys.
+"""The ``gateway`` command: run, init, healthcheck, users, policy, audit, token, keys.
 
-Exit codes: 0 success, 1 a check failed (policy test, audit verify), 2 bad
+Exit codes: 0 success, 1 a check failed (policy test, audit verify, healthcheck), 2 bad
 usage or bad configuration (one line on stderr naming the key).
 """
 
@@ -53,6 +53,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    from gateway.healthcheck import LIVENESS, READINESS, build_probe, run_probe
+
+    settings = load_settings(args.config)
+    healthy, line = run_probe(build_probe(settings, path=READINESS if args.ready else LIVENESS), timeout=args.timeout)
+    (sys.stdout if healthy else sys.stderr).write(f"gateway: {line}\n")
+    return 0 if healthy else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="gateway", description="Toolgate: a gateway for internal Streamlit tools.")
@@ -70,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--host", default="127.0.0.1")
     init.add_argument("--port", type=int, default=8501)
     init.set_defaults(func=_cmd_init)
+
+    check = sub.add_parser(
+        "healthcheck",
+        parents=[common],
+        help="probe the local gateway with the configured address, scheme and Host (for container health checks)",
+    )
+    check.add_argument("--ready", action="store_true", help="probe /readyz instead of /healthz")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default: 3)")
+    check.set_defaults(func=_cmd_healthcheck)
 
     for module in _DOMAIN_CLIS:
         importlib.import_module(module).register(sub, common)

@@ -7,13 +7,33 @@ command can never replace the keys of a running deployment.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+# In a source checkout the starting policies are the top-level ``policies/``;
+# an installed wheel carries the same files as ``gateway.shipped_policies``
+# (pyproject.toml maps the folder), where ``../policies`` would name whatever
+# else sits in site-packages.
+_SOURCE_CHECKOUT = Path(__file__).resolve().parent.parent
+_PACKAGED_POLICIES = "gateway.shipped_policies"
+
+
+def shipped_policies() -> Path:
+    """The folder of policy files ``gateway init`` starts a deployment with."""
+    if (_SOURCE_CHECKOUT / "pyproject.toml").is_file() and (_SOURCE_CHECKOUT / "policies").is_dir():
+        return _SOURCE_CHECKOUT / "policies"
+    try:
+        spec = importlib.util.find_spec(_PACKAGED_POLICIES)
+    except ModuleNotFoundError:
+        spec = None
+    for location in (spec.submodule_search_locations or ()) if spec else ():
+        if any(Path(location).glob("*.toml")):
+            return Path(location)
+    raise InitError("this installation carries no starting policies (reinstall the toolgate package)")
 
 DEMO_USERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("alice", ("employees",), "alice@example.com"),
@@ -86,6 +106,8 @@ def init_dir(target: Path, *, demo: bool = False, host: str = "127.0.0.1", port:
     config_path = target / "gateway.toml"
     if config_path.exists():
         raise InitError(f"{config_path} already exists; refusing to overwrite it")
+    # Found before anything is written: a failed init leaves no half-made folder.
+    starting_policies = shipped_policies()
     target.mkdir(parents=True, exist_ok=True)
     secrets_dir = target / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
@@ -100,7 +122,7 @@ def init_dir(target: Path, *, demo: bool = False, host: str = "127.0.0.1", port:
 
     policies = target / "policies"
     if not policies.exists():
-        shutil.copytree(SHIPPED_POLICIES, policies, ignore=shutil.ignore_patterns("README.md", "__pycache__"))
+        shutil.copytree(starting_policies, policies, ignore=shutil.ignore_patterns("README.md", "__pycache__"))
 
     networks = '["127.0.0.0/8", "::1/128"]' if demo else '["0.0.0.0/0", "::/0"]'
     config_path.write_text(CONFIG_TEMPLATE.format(host=host, port=port, networks=networks), encoding="utf-8")

@@ -73,9 +73,22 @@ key_file = "secrets/audit.key"
 class GatewayProcess:
     """A real ``gateway run`` in a subprocess, on a free loopback port."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        *,
+        python_args: tuple[str, ...] = (),
+        cwd: Path = ROOT,
+        host_header: str | None = None,
+    ) -> None:
         self.config = config
         self.port = port
+        self._python_args = python_args
+        self._cwd = cwd
+        # The start-up probe's Host, for configurations that serve only a public name.
+        self._probe_headers = {"host": host_header} if host_header else {}
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = config.parent / "gateway.log"
         self._env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -84,8 +97,8 @@ class GatewayProcess:
     def start(self, timeout: float = 60) -> "GatewayProcess":
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "gateway.cli", "run", "--config", str(self.config), "--port", str(self.port)],
-            cwd=ROOT,
+            [PYTHON, *self._python_args, "-m", "gateway.cli", "run", "--config", str(self.config), "--port", str(self.port)],
+            cwd=self._cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self._env,
@@ -95,7 +108,7 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", headers=self._probe_headers, timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

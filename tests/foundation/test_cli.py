@@ -113,3 +113,21 @@ def test_audit_verify_exit_codes(demo: Path, tmp_path: Path):
     bad = gateway("audit", "verify", str(audit_file), *cfg, cwd=ROOT)
     assert bad.returncode == 1
     assert ":6" in bad.stdout + bad.stderr  # the first bad record, by line
+
+
+def test_init_without_starting_policies_writes_nothing(tmp_path: Path, monkeypatch):
+    # An installation that lost its policies must refuse before it writes a
+    # single key, not leave a folder with secrets and no policy behind.
+    import gateway.init as init
+
+    monkeypatch.setattr(init, "_SOURCE_CHECKOUT", tmp_path / "not-a-checkout")
+    monkeypatch.setattr(init, "_PACKAGED_POLICIES", "gateway.no_such_policies")
+    with pytest.raises(init.InitError, match="no starting policies"):
+        init.init_dir(tmp_path / "deploy", demo=True)
+    assert not (tmp_path / "deploy").exists()
+
+
+def test_init_from_a_checkout_uses_its_policies_folder():
+    from gateway.init import shipped_policies
+
+    assert shipped_policies() == ROOT / "policies"
