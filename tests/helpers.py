@@ -79,13 +79,17 @@ class GatewayProcess:
         port: int,
         env: dict[str, str] | None = None,
         *,
+        python: str = PYTHON,
         python_args: tuple[str, ...] = (),
+        run_as: tuple[str, ...] = (),
         cwd: Path = ROOT,
         host_header: str | None = None,
     ) -> None:
         self.config = config
         self.port = port
+        self._python = python
         self._python_args = python_args
+        self._run_as = run_as  # a command prefix such as setpriv's, to serve as another user
         self._cwd = cwd
         # The start-up probe's Host, for configurations that serve only a public name.
         self._probe_headers = {"host": host_header} if host_header else {}
@@ -97,7 +101,7 @@ class GatewayProcess:
     def start(self, timeout: float = 60) -> "GatewayProcess":
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [PYTHON, *self._python_args, "-m", "gateway.cli", "run", "--config", str(self.config), "--port", str(self.port)],
+            [*self._run_as, self._python, *self._python_args, "-m", "gateway.cli", "run", "--config", str(self.config), "--port", str(self.port)],
             cwd=self._cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,

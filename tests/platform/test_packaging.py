@@ -14,7 +14,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -82,8 +84,11 @@ def test_wheel_carries_every_product_file(wheel):
 
 
 @pytest.fixture(scope="module")
-def installed(wheel, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("site")
+def installed(wheel) -> Iterator[Path]:
+    # Outside pytest's private (0700) temporary folder: the unprivileged test
+    # below must be able to read it, as the image's user reads /opt/toolgate.
+    target = Path(tempfile.mkdtemp(prefix="toolgate-site-"))
+    target.chmod(0o755)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(target), str(wheel)],
         check=True,
@@ -91,7 +96,10 @@ def installed(wheel, tmp_path_factory) -> Path:
         timeout=300,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
-    return target
+    try:
+        yield target
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def _env(site: Path) -> dict[str, str]:
@@ -110,6 +118,20 @@ def _gateway(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+def _sign_in(c: httpx.Client, user: str, password: str) -> None:
+    form = c.get("/auth/login")
+    assert form.status_code == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    r = c.post("/auth/login", data={"username": user, "password": password, "csrf_token": token, "next": "/"})
+    assert r.status_code == 303, r.text
+
+
+def _passwords(init: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    passwords = dict(re.findall(r"^  (\w+)\s+(\S+)$", init.stdout, re.M))
+    assert {"alice", "sam"} <= passwords.keys(), init.stdout
+    return passwords
+
+
 def test_installed_copy_initialises_and_serves(installed, tmp_path):
     # It really is the installed copy that runs, not this checkout.
     where = subprocess.run(
@@ -124,8 +146,7 @@ def test_installed_copy_initialises_and_serves(installed, tmp_path):
     config = tmp_path / "deploy" / "gateway.toml"
     shipped = sorted(p.name for p in (ROOT / "policies").glob("*.toml"))
     assert sorted(p.name for p in (tmp_path / "deploy" / "policies").iterdir()) == shipped
-    passwords = dict(re.findall(r"^  (\w+)\s+(\S+)$", init.stdout, re.M))
-    assert {"alice", "sam"} <= passwords.keys(), init.stdout
+    passwords = _passwords(init)
 
     gw = GatewayProcess(config, port, env=_env(installed), python_args=("-P",), cwd=tmp_path).start()
     try:
@@ -133,13 +154,9 @@ def test_installed_copy_initialises_and_serves(installed, tmp_path):
         assert check.returncode == 0, check.stderr
 
         with httpx.Client(base_url=gw.url, timeout=20) as c:
-            form = c.get("/auth/login")
-            assert form.status_code == 200
-            css = re.search(r'href="(/_gateway/static/[^"]+\.css)"', form.text)
+            css = re.search(r'href="(/_gateway/static/[^"]+\.css)"', c.get("/auth/login").text)
             assert css and c.get(css.group(1)).status_code == 200
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-            r = c.post("/auth/login", data={"username": "sam", "password": passwords["sam"], "csrf_token": token, "next": "/"})
-            assert r.status_code == 303, r.text
+            _sign_in(c, "sam", passwords["sam"])
             # The Streamlit app from the installed tools_ui, a tool page, the guide, the feed's script.
             assert "<noscript>" in c.get("/").text
             assert c.get("/sales").status_code == 200
@@ -150,3 +167,83 @@ def test_installed_copy_initialises_and_serves(installed, tmp_path):
     finally:
         gw.stop()
     assert "Traceback" not in gw.log(), gw.log()[-3000:]
+
+
+NOBODY = 65534
+RUN_AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+
+
+def _interpreter_for_nobody(site: Path) -> tuple[str, dict[str, str]] | None:
+    """A Python 3.11 the unprivileged user can run, with this venv's libraries, or None.
+
+    This venv's interpreter may live where only root can read (pyenv under
+    /root): it starts, but cannot start the audit writer as a child.  The
+    image has its interpreter in /usr/local, so any 3.11 the user can run
+    stands in, importing the libraries from this venv's site-packages.
+    """
+    libs = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    env = {**_env(site), "PYTHONPATH": os.pathsep.join([str(site), *libs])}
+    probe = "import subprocess, sys, streamlit; subprocess.run([sys.executable, '-c', 'import json'], check=True); print(sys.version_info[:2])"
+    for candidate in dict.fromkeys([sys.executable, "/usr/local/bin/python3.11", "/usr/bin/python3.11"]):
+        if not os.access(candidate, os.X_OK):
+            continue
+        r = subprocess.run([*RUN_AS_NOBODY, candidate, "-P", "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode == 0 and r.stdout.strip() == "(3, 11)":
+            return candidate, env
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to serve as another user")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop privileges")
+def test_installed_copy_serves_unprivileged_from_a_read_only_tree(installed):
+    """The image's promise: a non-root user, read-only code and config, only the audit folder and HOME writable."""
+    base = Path(tempfile.mkdtemp(prefix="toolgate-ro-"))
+    try:
+        base.chmod(0o755)
+        port = free_port()
+        deploy = base / "config"
+        init = _gateway(installed, base, "init", str(deploy), "--demo", "--port", str(port))
+        assert init.returncode == 0, init.stderr
+        passwords = _passwords(init)
+        home, workdir = base / "home", base / "app"
+        home.mkdir(mode=0o700)
+        workdir.mkdir(mode=0o755)  # root's, like the image's /app
+        # Owned by the serving user (its keys must be 0600-private to it), but
+        # nothing writable except the audit folder; HOME stands in for the tmpfs.
+        for path in [deploy, *deploy.rglob("*"), home]:
+            os.chown(path, NOBODY, NOBODY)
+        for path in [deploy, *deploy.rglob("*")]:
+            if path.is_dir() and path.name != "audit":
+                path.chmod(0o500)
+            elif path.is_file():
+                path.chmod(0o400)
+        found = _interpreter_for_nobody(installed)
+        if found is None:
+            pytest.skip("no Python 3.11 here that an unprivileged user can run (and start children with)")
+        python, env = found
+        env["HOME"] = str(home)
+
+        gw = GatewayProcess(deploy / "gateway.toml", port, env=env, python=python, python_args=("-P",), run_as=RUN_AS_NOBODY, cwd=workdir)
+        gw.log_path = base / "gateway.log"  # the config folder is not writable to the server
+        gw.start()
+        try:
+            with httpx.Client(base_url=gw.url, timeout=20) as c:
+                _sign_in(c, "alice", passwords["alice"])
+                assert "<noscript>" in c.get("/").text
+                assert c.get("/sales").status_code == 200
+                assert c.get("/api/whoami").json()["user"] == "alice"
+            assert httpx.get(gw.url + "/readyz", timeout=5).status_code == 200
+        finally:
+            gw.stop()
+        log = gw.log()
+        assert "Traceback" not in log and "PermissionError" not in log, log[-3000:]
+        # The trail was written, as that user, and verifies.
+        trail = sorted((deploy / "audit").glob("*.jsonl"))
+        assert trail and all(p.stat().st_uid == NOBODY for p in trail)
+        verify = _gateway(installed, base, "audit", "verify", "--config", str(deploy / "gateway.toml"), *map(str, trail))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        # Nothing was written anywhere else: not beside the code, the config or the working folder.
+        assert not [p for p in installed.rglob("__pycache__")]
+        assert sorted(p.name for p in workdir.iterdir()) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
