@@ -10,7 +10,7 @@ DEMO_DIR ?= demo
 PORT ?= 8501
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test install install-test system-deps bench-deps bench clean
+.PHONY: run test lint install install-test system-deps bench-deps bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,11 @@ run: $(VENV)/.installed $(DEMO_DIR)/gateway.toml
 	@echo ""
 	$(VENV)/bin/gateway run --config $(DEMO_DIR)/gateway.toml
 
-test: $(VENV)/.installed-test system-deps
+# Mistakes, not style: the rule set and why each exception is taken are in pyproject.toml.
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+
+test: $(VENV)/.installed-test system-deps lint
 	$(VENV)/bin/pytest
 
 bench: $(VENV)/.installed-test bench-deps

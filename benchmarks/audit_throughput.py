@@ -235,8 +235,8 @@ def main() -> int:
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(dt, ignore_errors=True)
         runs = {
-            "trail": lambda: run_trail(n, d, key_file),
-            "thread": lambda: run_trail(n, dt, key_file, writer="thread"),
+            "trail": lambda d=d: run_trail(n, d, key_file),
+            "thread": lambda dt=dt: run_trail(n, dt, key_file, writer="thread"),
             "logging": lambda: run_logging(n, work),
             "structlog": lambda: run_structlog(n, work),
             "floor": lambda: run_orjson_chain(n, work, key),

@@ -51,7 +51,10 @@ class BaseFeature:
 
 def build_features(services: "Services") -> list[Feature]:
     """Every optional feature, in start order (stopped in reverse)."""
+    from gateway.live import security_tools_features
+    from gateway.platform_features import build as platform
+
     features: list[Feature] = []
-    from gateway.platform_features import build as platform; features += platform(services)  # noqa: E702 - metrics, alerts, jobs, APIs, MCP, guide
-    from gateway.live import security_tools_features; features += security_tools_features(services)  # noqa: E702 - live feed, audit viewer
+    features += platform(services)  # metrics, alerts, jobs, APIs, MCP, guide
+    features += security_tools_features(services)  # live feed, audit viewer
     return features

@@ -23,14 +23,14 @@ from starlette.types import ASGIApp, Scope
 
 from gateway.audit import AuditTrail, AuditUnavailable
 from gateway.auth import IdentityLayer, build_identity
+from gateway.auth.keyring import KeyRingError
+from gateway.auth.users import UserError
 from gateway.context import get_context
 from gateway.errors import error_response
 from gateway.features import Feature, ReadinessCheck, build_features
 from gateway.middleware.audit import AuditMiddleware
 from gateway.middleware.authorization import AccessQuery, AuthorizationMiddleware
 from gateway.middleware.security_headers import SecurityHeadersMiddleware
-from gateway.auth.keyring import KeyRingError
-from gateway.auth.users import UserError
 from gateway.policy import Decision, PolicyLoadError, PolicyStore, Request, normalize_path
 from gateway.settings import ConfigError, Settings
 from gateway.state import StateFeature, build_state

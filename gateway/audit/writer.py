@@ -35,7 +35,6 @@ from .files import ROTATED_ACTION, TailState, inspect_tail, rotated_name, rotate
 from .redact import Redactor
 from .schema import ToECS, dumps_record, orjson_default
 
-
 # How long events may wait in the queue before the writer takes a batch
 # (emit wakes it earlier once WAKE_AT events are waiting).
 BATCH_DELAY_S = 0.05

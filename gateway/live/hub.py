@@ -16,8 +16,8 @@ import collections
 import datetime as dt
 import itertools
 import secrets
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import structlog

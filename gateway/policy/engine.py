@@ -21,7 +21,7 @@ from gateway.tools import TOOLS, Tool, tool_by_id
 
 from .index import RuleIndex
 from .loader import FileMeta, ParsedSet, TestCase, parse_sources
-from .model import DEFAULT_DENY, Decision, Problem, PolicyLoadError, Request
+from .model import DEFAULT_DENY, Decision, PolicyLoadError, Problem, Request
 from .rules import Rule
 
 if TYPE_CHECKING:

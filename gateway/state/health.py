@@ -64,7 +64,7 @@ class BackendHealth:
     def suspect(self) -> None:
         self._suspect.set()
 
-    async def wait_suspect(self, timeout: float) -> None:
+    async def wait_suspect(self, timeout: float) -> None:  # noqa: ASYNC109 - a bounded wait is the point
         try:
             await asyncio.wait_for(self._suspect.wait(), timeout)
         except asyncio.TimeoutError:

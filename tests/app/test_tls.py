@@ -7,7 +7,6 @@ import re
 import shutil
 import ssl
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest

@@ -5,10 +5,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from .audit_helpers import write_key
 
 from gateway.audit import AuditTrail
 from gateway.settings import AuditSettings
+
+from .audit_helpers import write_key
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from gateway.audit.redact import REDACTED, Redactor
 from gateway.audit.schema import FLAT_FIELDS, ToECS
 from gateway.settings import AuditSettings
 
+from .audit_helpers import BOTH_WRITERS
+
 JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldA"
 T0 = 1764069420.123456
 FULL = dict(
@@ -23,9 +25,6 @@ FULL = dict(
     tool="sales", status=200, bytes=5120, duration_ms=12.5, decision="allow", rule_id="sales-employees",
     policy_version="v7", user_agent="curl/8 token=abcdefgh12345", reason=None, session_id="s-4f2a", details=None,
 )  # fmt: skip
-
-
-from .audit_helpers import BOTH_WRITERS
 
 
 @pytest.fixture

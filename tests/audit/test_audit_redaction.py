@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from .audit_helpers import records_of
 
 from gateway.audit import verify_paths
 from gateway.audit.redact import REDACTED, Redactor, is_secret_key, redact_text
+
+from .audit_helpers import records_of
 
 JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldA"
 

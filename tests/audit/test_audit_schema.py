@@ -7,10 +7,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from .audit_helpers import BOTH_WRITERS, T0, Clock, records_of
 
 from gateway.audit import ACTIONS, FIELD_MAP, verify_paths
 from gateway.audit.schema import FLAT_FIELDS, ToECS
+
+from .audit_helpers import BOTH_WRITERS, T0, Clock, records_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "audit-events.md"
 

@@ -19,7 +19,6 @@ from structlog.testing import capture_logs
 
 from gateway.audit import AuditTrail, AuditUnavailable, verify_paths
 from gateway.settings import AuditSettings, ConfigError, load_settings
-
 from tests.helpers import make_config_dir
 
 from .audit_helpers import T0, Clock, emit_requests, user_records, wait_for

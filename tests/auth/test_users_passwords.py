@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import statistics
 import stat
+import statistics
 import time
 import tomllib
 from pathlib import Path

@@ -17,8 +17,8 @@ from gateway.state import StateUnavailable, build_state
 from gateway.state.counters import RedisCounterStore
 from gateway.state.health import BackendHealth
 from gateway.state.once import MemoryOneTimeStore
-from gateway.state.redis_once import RedisOneTimeStore
 from gateway.state.redis_client import connect
+from gateway.state.redis_once import RedisOneTimeStore
 from gateway.state.sessions import GRACE_S, RedisSessionStore
 from tests.helpers import make_config_dir, write_secret
 
