@@ -1,12 +1,11 @@
 """``gateway healthcheck``: probe the local gateway the way its container does.
 
-A container's HEALTHCHECK (or any probe run beside the process) must ask the
-gateway with a Host it serves: the trusted-host layer answers 400 to anything
-else, and a deployment that serves ``tools.example.com`` only would otherwise
-be marked unhealthy forever.  So the probe reads the same configuration as
-``gateway run`` (file and ``GATEWAY_*`` overrides) and derives the address,
-the scheme and the Host from it, instead of a hard-coded
-``http://127.0.0.1:8501``.
+The probe reads the same configuration as ``gateway run`` (file and
+``GATEWAY_*`` overrides) and derives the address and scheme from it, instead
+of a hard-coded ``http://127.0.0.1:8501`` that misses a changed port, a
+server bound to one address, or a TLS listener.  It sends a Host the
+trusted-host layer accepts (the probe paths would answer on any Host, but a
+well-formed request is the one that keeps working if that ever narrows).
 
 Exit 0 when the probe answers 200; 1 otherwise, with one line on stderr
 saying what answered (or did not) and, for the refusals a configuration
@@ -27,7 +26,6 @@ LIVENESS, READINESS = "/healthz", "/readyz"
 
 # What the gateway's own refusals mean for a probe from the same host.
 _HINTS = {
-    400: "the Host it sent is not in server.trusted_hosts",
     403: "this host's loopback address is outside server.allowed_networks",
     503: "not ready: the policy or the audit trail cannot serve; the gateway's log says why",
 }

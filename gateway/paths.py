@@ -13,6 +13,12 @@ from pathlib import Path
 
 from gateway.tools import tool_for_path
 
+# Health probes.  Load balancers reach them over plain http and with a Host of
+# their own choosing (an AWS ALB sends the target's address and cannot be
+# told otherwise), so they are exempt from the https redirect and the
+# trusted-host check; their answers carry no URL, cookie or Host-derived text.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
 # Reachable without a session: health probes, crawler rules, the sign-in flow
 # and the static assets those pages need.
 PUBLIC_EXACT = frozenset(

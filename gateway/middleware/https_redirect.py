@@ -13,8 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import get_context
 from gateway.errors import send_error
-
-PROBES = frozenset({"/healthz", "/readyz"})
+from gateway.paths import PROBE_PATHS
 
 
 class HTTPSRedirectMiddleware:
@@ -29,7 +28,7 @@ class HTTPSRedirectMiddleware:
         if scope["type"] not in ("http", "websocket") or ctx is None or ctx.scheme == "https":
             await self.app(scope, receive, send)
             return
-        if scope["path"] in PROBES:
+        if scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket" or scope["method"] not in ("GET", "HEAD"):

@@ -4,6 +4,11 @@ Runs before anything that builds URLs from the host, so a forged Host can
 never end up in a redirect, a cookie scope or a password-reset link.  Unlike
 Starlette's TrustedHostMiddleware it also checks the ``Origin`` of websocket
 handshakes (cross-site websocket hijacking) and answers with the branded 400.
+
+The health probes (``/healthz``, ``/readyz``, exact paths, http only) answer
+on any Host: a load balancer's checker may send an address it cannot change,
+and nothing in those answers is built from the Host.  They still pass the IP
+allowlist and are audited like every request.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import get_context
 from gateway.errors import send_error
+from gateway.paths import PROBE_PATHS
 
 
 def split_host(value: str) -> str | None:
@@ -60,7 +66,8 @@ class TrustedHostMiddleware:
         return self.allow_any or hostname in self.exact or hostname.endswith(self.suffixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        t = scope["type"]
+        if t not in ("http", "websocket") or (t == "http" and scope["path"] in PROBE_PATHS):
             await self.app(scope, receive, send)
             return
         ctx = get_context(scope)

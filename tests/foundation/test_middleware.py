@@ -101,7 +101,11 @@ def build(
             Route("/upload", upload, methods=["POST"]),
             Route("/boom", boom),
             Route("/typed", typed),
+            Route("/healthz", echo),
+            Route("/readyz", echo),
+            Route("/healthz/{rest:path}", echo),
             WebSocketRoute("/ws", ws_echo),
+            WebSocketRoute("/healthz", ws_echo),
         ],
         middleware=[
             Middleware(RequestContextMiddleware, trusted_proxies=trusted_proxies),
@@ -211,6 +215,41 @@ async def test_trusted_host(host, status):
         r = await c.get("/", headers={"host": host})
     assert r.status_code == status
     assert_hardened(r)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_probes_answer_on_any_host(path):
+    # A load balancer's checker may send the target's address as Host (an
+    # AWS ALB cannot be told otherwise): the probes must not depend on it.
+    async with client(build()) as c:
+        for host in ("10.1.2.3:8501", "evil.com", ""):
+            r = await c.get(path, headers={"host": host})
+            assert r.status_code == 200, (path, host)
+            assert_hardened(r)
+
+
+@pytest.mark.parametrize("path", ["/healthz/", "/healthz/x", "/HEALTHZ", "/readyz.json", "//healthz", "/healthz%2F"])
+async def test_only_the_exact_probe_paths_skip_the_host_check(path):
+    async with client(build()) as c:
+        r = await c.get(path, headers={"host": "evil.com"})
+    assert r.status_code == 400, path
+
+
+async def test_the_allowlist_still_decides_who_may_probe():
+    app = build(networks=(net("192.0.2.0/24"),))
+    async with client(app, peer="198.51.100.1") as c:
+        assert (await c.get("/healthz", headers={"host": "evil.com"})).status_code == 403
+    async with client(app, peer="192.0.2.44") as c:
+        assert (await c.get("/healthz", headers={"host": "evil.com"})).status_code == 200
+
+
+def test_a_websocket_to_a_probe_path_gets_the_host_check():
+    with ws_client(build()).websocket_connect("/healthz", headers={"origin": "http://testserver"}) as ws:
+        ws.send_text("hi")
+        assert ws.receive_text() == "echo:hi"
+    with pytest.raises(WebSocketDisconnect):
+        with ws_client(build()).websocket_connect("/healthz", headers={"host": "evil.com"}) as ws:
+            ws.receive_text()
 
 
 def test_trusted_host_rejects_bad_patterns():
