@@ -41,6 +41,18 @@ def _build_stage_inputs() -> list[str]:
     return inputs
 
 
+def _pip(*args: str) -> None:
+    """Offline: everything comes from this venv and the files given."""
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", args[0], "--quiet", *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1"},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
@@ -51,13 +63,7 @@ def wheel(tmp_path_factory) -> Path:
         else:
             shutil.copy2(path, src / name)
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src))
     (built,) = dist.glob("toolgate-*.whl")
     return built
 
@@ -89,13 +95,7 @@ def installed(wheel) -> Iterator[Path]:
     # below must be able to read it, as the image's user reads /opt/toolgate.
     target = Path(tempfile.mkdtemp(prefix="toolgate-site-"))
     target.chmod(0o755)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(target), str(wheel)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
+    _pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
     try:
         yield target
     finally:
