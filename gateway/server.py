@@ -4,6 +4,8 @@
   from 127.0.0.1 and rewrite the client address before the gateway sees it;
   the request-context middleware decides which proxies to trust.
 - ``server_header=False``: no ``Server`` banner.
+- the HTTP protocol is httptools with bounds on the request head's size and
+  time (:mod:`gateway.http_protocol`): uvicorn has neither.
 - graceful shutdown: in-flight requests finish, the lifespan drains the audit
   queue and closes websockets.
 - ``--workers N``: N processes on one socket, each built by the factory in
@@ -23,6 +25,7 @@ import structlog
 import uvicorn
 
 from gateway import logging as gateway_logging
+from gateway.http_protocol import PROTOCOL_PATH, set_head_limits
 from gateway.settings import ConfigError, Settings
 
 log = structlog.get_logger(__name__)
@@ -32,7 +35,7 @@ GRACEFUL_SHUTDOWN_S = 15
 
 def uvicorn_config(app: object, settings: Settings, *, host: str, port: int, **extra: object) -> uvicorn.Config:
     s = settings.server
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -47,9 +50,11 @@ def uvicorn_config(app: object, settings: Settings, *, host: str, port: int, **e
         ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
         ssl_keyfile=str(s.tls_key) if s.tls_key else None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        h11_max_incomplete_event_size=64 * 1024,
+        http=PROTOCOL_PATH,  # httptools with bounds on the request head's size and time
         **extra,  # type: ignore[arg-type]
     )
+    set_head_limits(config, max_head_bytes=s.max_header_bytes, head_timeout_s=s.header_timeout_s)
+    return config
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1) -> int:
@@ -122,10 +127,10 @@ async def _serve_all(server: uvicorn.Server, settings: Settings, host: str) -> N
     from gateway.middleware.https_redirect import RedirectOnlyApp
 
     app = RedirectOnlyApp(settings.server.public_url)
-    redirect = _QuietServer(
-        uvicorn.Config(app, host=host, port=port, proxy_headers=False, server_header=False,
-                       access_log=False, log_config=None, lifespan="off")
-    )
+    config = uvicorn.Config(app, host=host, port=port, proxy_headers=False, server_header=False,
+                            access_log=False, log_config=None, lifespan="off", http=PROTOCOL_PATH)  # fmt: skip
+    set_head_limits(config, max_head_bytes=settings.server.max_header_bytes, head_timeout_s=settings.server.header_timeout_s)
+    redirect = _QuietServer(config)
     log.info("gateway.listening", url=f"http://{host}:{port}", role="redirect-to-https")
     task = asyncio.create_task(redirect.serve())
     try:

@@ -1,0 +1,198 @@
+"""Bounds on the request head, against a real ``gateway run`` over raw sockets.
+
+Without them (uvicorn's httptools protocol as shipped) one connection could
+make the gateway hold a header of any size in memory, and a slow or silent
+connection was never closed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import ConfigError, load_settings
+from tests.helpers import GatewayProcess, free_port, make_config_dir
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 2
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    port = free_port()
+    config = make_config_dir(tmp_path_factory.mktemp("head"), port=port, server_extra=f"header_timeout_s = {TIMEOUT_S}")
+    proc = GatewayProcess(config, port).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _connect(gw: GatewayProcess, timeout: float = 10) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=timeout)
+    return s
+
+
+def _read_response_head(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_response(s: socket.socket) -> bytes:
+    """One whole response (head and a Content-Length body)."""
+    data = _read_response_head(s)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:]) if k.strip().lower() == b"content-length"), 0)
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, "closed mid-body"
+        body += chunk
+    return head
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_an_endless_header_is_refused_with_431_without_being_held(gw):
+    before = _rss_kib(gw.proc.pid)
+    s = _connect(gw)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
+    sent = 0
+    with pytest.raises(OSError):  # the gateway closes the connection while we are still sending
+        for _ in range(256):  # up to 256 MiB
+            s.sendall(b"a" * (1 << 20))
+            sent += 1 << 20
+    s.close()
+    assert sent < 64 << 20
+    # The high-water mark of the whole process moved by far less than what was sent.
+    assert _rss_kib(gw.proc.pid) - before < 32 * 1024
+    assert "head_too_large" in gw.log()
+
+
+def test_the_refusal_is_a_431_with_the_connection_closed(gw):
+    s = _connect(gw)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    head = _read_response_head(s)
+    assert head.startswith(b"HTTP/1.1 431 ")
+    assert b"connection: close" in head.lower()
+    assert s.recv(10) == b""  # closed
+    s.close()
+
+
+def test_large_but_legitimate_heads_pass(gw):
+    # 40 KiB of cookies and a long URL are under the default 64 KiB.
+    s = _connect(gw)
+    s.sendall(b"GET /healthz?" + b"q" * 4000 + b" HTTP/1.1\r\nHost: localhost\r\nCookie: a=" + b"c" * 40_000 + b"\r\n\r\n")
+    assert _read_response_head(s).startswith(b"HTTP/1.1 200 ")
+    s.close()
+
+
+def test_a_slow_head_gets_408_after_the_timeout(gw):
+    s = _connect(gw)
+    t0 = time.monotonic()
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: loc")
+    head = _read_response_head(s)
+    elapsed = time.monotonic() - t0
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert TIMEOUT_S - 0.5 <= elapsed < TIMEOUT_S + 3
+    assert s.recv(10) == b""
+    s.close()
+
+
+def test_trickling_bytes_does_not_extend_the_deadline(gw):
+    s = _connect(gw)
+    t0 = time.monotonic()
+    s.sendall(b"GET /healthz HTTP/1.1\r\n")
+    try:
+        for _ in range(TIMEOUT_S * 4):
+            time.sleep(0.5)
+            s.sendall(b"X-Slow: 1\r\n")
+    except OSError:
+        pass  # closed on us: that is the point
+    head = _read_response_head(s)
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert time.monotonic() - t0 < TIMEOUT_S + 3
+    s.close()
+
+
+def test_a_silent_connection_is_closed(gw):
+    s = _connect(gw)
+    t0 = time.monotonic()
+    assert _read_response_head(s).startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - t0 < TIMEOUT_S + 3
+    s.close()
+
+
+def test_keep_alive_split_and_pipelined_heads_still_work(gw):
+    s = _connect(gw)
+    for _ in range(3):
+        # A head split across reads, finished well inside the timeout.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        time.sleep(0.2)
+        s.sendall(b"st: localhost\r\n\r\n")
+        head = _read_response(s)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+    # Two requests in one write.
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n" * 2)
+    time.sleep(0.5)
+    data = s.recv(65536)
+    assert data.count(b"HTTP/1.1 200 ") == 2, data
+    # Idle between requests longer than the head timeout is the keep-alive's business, not a 408.
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    port = free_port()
+    config = make_config_dir(tmp_path_factory.mktemp("small"), port=port, server_extra="max_header_bytes = 8192")
+    proc = GatewayProcess(config, port).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _head_of(size: int) -> bytes:
+    """A request head of exactly ``size`` bytes, blank line included."""
+    start = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: "
+    end = b"\r\n\r\n"
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize("split", [None, -1, -2, -3, 100])
+def test_the_limit_is_exact_wherever_the_reads_split(small, split):
+    # At the limit: served.  One byte over: refused.  However the head is cut
+    # into reads, the blank line that ends it included.
+    for size, status in ((8192, b"200"), (8193, b"431")):
+        head = _head_of(size)
+        s = _connect(small)
+        if split is None:
+            s.sendall(head)
+        else:
+            s.sendall(head[:split])
+            time.sleep(0.2)
+            s.sendall(head[split:])
+        got = _read_response_head(s)
+        assert got.startswith(b"HTTP/1.1 " + status), (size, split, got[:60])
+        s.close()
+
+
+@pytest.mark.parametrize(("line", "key"), [("max_header_bytes = 1024", "server.max_header_bytes"), ("header_timeout_s = 0", "server.header_timeout_s")])
+def test_limits_are_validated(tmp_path, line, key):
+    config = make_config_dir(tmp_path, server_extra=line)
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    assert key in str(err.value)
