@@ -16,10 +16,12 @@ uvicorn's config does not apply to httptools.
   as the one before it is counted from its next read: at most one read more.)
 - **Time.** A head must be complete within ``head_timeout_s`` of its first
   byte (or of the connection, for the first request); otherwise ``408
-  Request Timeout`` and the connection is closed.  Between requests uvicorn's
-  keep-alive timeout applies as before.
+  Request Timeout`` and the connection is closed.  A request body may not
+  stall for more than ``body_timeout_s`` between reads (the slow-POST
+  variant), unless it is the gateway that stopped reading.  Between requests
+  uvicorn's keep-alive timeout applies as before.
 
-A head that arrives whole in one read (nearly every request) costs two
+A request that arrives whole in one read (nearly every request) costs a few
 attribute checks: no timer is armed for it.  Refusals are logged with the
 peer's address; they never reach the application, so there is no request
 to audit.
@@ -28,7 +30,8 @@ to audit.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -37,89 +40,128 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_HEAD_TIMEOUT_S = 30.0
+DEFAULT_BODY_TIMEOUT_S = 60.0
 
 _REFUSALS = {
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
     408: b"HTTP/1.1 408 Request Timeout\r\n",
 }
 
-
 # Where the limits ride on uvicorn's Config: it is pickled whole into each
 # worker process, and uvicorn builds one protocol per connection from it.
-_LIMITS_ATTR = "toolgate_head_limits"
+_LIMITS_ATTR = "toolgate_connection_limits"
 PROTOCOL_PATH = "gateway.http_protocol:GuardedHttpToolsProtocol"
 
 
-def set_head_limits(config: Any, *, max_head_bytes: int, head_timeout_s: float) -> None:
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+
+
+def set_connection_limits(config: Any, limits: ConnectionLimits) -> None:
     """Give connections served with ``config`` these limits (``config.http`` must be PROTOCOL_PATH)."""
-    setattr(config, _LIMITS_ATTR, (int(max_head_bytes), float(head_timeout_s)))
+    setattr(config, _LIMITS_ATTR, limits)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        self.max_head_bytes, self.head_timeout_s = getattr(config, _LIMITS_ATTR, (DEFAULT_MAX_HEAD_BYTES, DEFAULT_HEAD_TIMEOUT_S))
+        self.limits: ConnectionLimits = getattr(config, _LIMITS_ATTR, None) or ConnectionLimits()
         self._in_head = True  # the bytes arriving now belong to a request head
         self._head_bytes = 0
         self._tail = b""  # the last bytes of the head so far, for a terminator split across reads
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_body = False  # a request's body is still to come
+        self._body_seen = 0.0  # when body bytes last arrived
+        self._timer: asyncio.TimerHandle | None = None  # the head's deadline, or the body's idle check
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # A connection that never completes its first head, or never sends one.
-        self._arm_head_timer()
+        self._arm(self.limits.head_timeout_s, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if not self._in_head:
+            if self._in_body:
+                self._body_seen = self.loop.time()
             super().data_received(data)
-            return
-        # How much of this read is head: up to the blank line that ends it
-        # (which may straddle the previous read), or all of it.  Checked
-        # before the parser sees any of it.
-        probe = self._tail + data if self._tail else data
-        end = probe.find(b"\r\n\r\n")
-        head_part = len(data) if end < 0 else end + 4 - len(self._tail)
-        if self._head_bytes + head_part > self.max_head_bytes:
-            self._refuse(431, "head_too_large", head_bytes=self._head_bytes + head_part)
-            return
-        self._head_bytes += head_part
-        self._tail = probe[-3:] if end < 0 else b""
-        super().data_received(data)
-        if self._in_head and self._head_bytes and self._head_timer is None and not self.transport.is_closing():
-            self._arm_head_timer()  # a head spread over reads: bound its time
+        else:
+            # How much of this read is head: up to the blank line that ends it
+            # (which may straddle the previous read), or all of it.  Checked
+            # before the parser sees any of it.
+            probe = self._tail + data if self._tail else data
+            end = probe.find(b"\r\n\r\n")
+            head_part = len(data) if end < 0 else end + 4 - len(self._tail)
+            if self._head_bytes + head_part > self.limits.max_head_bytes:
+                self._refuse(431, "head_too_large", head_bytes=self._head_bytes + head_part)
+                return
+            self._head_bytes += head_part
+            self._tail = probe[-3:] if end < 0 else b""
+            super().data_received(data)
+        if self._timer is None and not self.transport.is_closing():
+            # Most requests arrive whole in one read and never get here with
+            # anything left to wait for; these are the ones spread over reads.
+            if self._in_head and self._head_bytes:
+                self._arm(self.limits.head_timeout_s, self._head_timed_out)
+            elif self._in_body:
+                self._body_seen = self.loop.time()
+                self._arm(self.limits.body_timeout_s, self._body_idle)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
         self._tail = b""
-        self._cancel_head_timer()
+        self._disarm()
         super().on_headers_complete()
+        # A websocket upgrade gets no cycle here, and no body.
+        self._in_body = self.cycle is not None and self.cycle.scope is self.scope
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        if self._in_body:
+            self._in_body = False
+            self._disarm()
         self._in_head = True  # what follows on this connection is the next head
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._timer = self.loop.call_later(delay, callback)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._timer = None
         if self._in_head and not self.transport.is_closing():
             self._refuse(408, "head_timeout", head_bytes=self._head_bytes)
 
+    def _body_idle(self) -> None:
+        self._timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        idle = self.loop.time() - self._body_seen
+        if self.flow.read_paused or idle < self.limits.body_timeout_s:
+            # Reading is paused because the application has not taken what
+            # came (not the client's doing), or bytes came since: look again.
+            self._arm(max(self.limits.body_timeout_s - idle, 0.1), self._body_idle)
+            return
+        log.warning("http.body_timeout", client=self.client[0] if self.client else None, idle_s=round(idle, 1))
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            self.transport.write(_REFUSALS[408] + b"content-length: 0\r\nconnection: close\r\n\r\n")
+        if cycle is not None:
+            cycle.disconnected = True  # the application's receive() sees the client gone
+        self.transport.close()
+
     def _refuse(self, status: int, reason: str, **fields: Any) -> None:
-        self._cancel_head_timer()
+        self._disarm()
         if self._head_bytes or status != 408:
             log.warning("http.head_refused", status=status, reason=reason, client=self.client[0] if self.client else None, **fields)
         self.transport.write(_REFUSALS[status] + b"content-length: 0\r\nconnection: close\r\n\r\n")
         self.transport.close()
-

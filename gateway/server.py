@@ -25,7 +25,7 @@ import structlog
 import uvicorn
 
 from gateway import logging as gateway_logging
-from gateway.http_protocol import PROTOCOL_PATH, set_head_limits
+from gateway.http_protocol import PROTOCOL_PATH, ConnectionLimits, set_connection_limits
 from gateway.settings import ConfigError, Settings
 
 log = structlog.get_logger(__name__)
@@ -53,8 +53,13 @@ def uvicorn_config(app: object, settings: Settings, *, host: str, port: int, **e
         http=PROTOCOL_PATH,  # httptools with bounds on the request head's size and time
         **extra,  # type: ignore[arg-type]
     )
-    set_head_limits(config, max_head_bytes=s.max_header_bytes, head_timeout_s=s.header_timeout_s)
+    set_connection_limits(config, connection_limits(settings))
     return config
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    s = settings.server
+    return ConnectionLimits(max_head_bytes=s.max_header_bytes, head_timeout_s=s.header_timeout_s, body_timeout_s=s.body_timeout_s)
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1) -> int:
@@ -129,7 +134,7 @@ async def _serve_all(server: uvicorn.Server, settings: Settings, host: str) -> N
     app = RedirectOnlyApp(settings.server.public_url)
     config = uvicorn.Config(app, host=host, port=port, proxy_headers=False, server_header=False,
                             access_log=False, log_config=None, lifespan="off", http=PROTOCOL_PATH)  # fmt: skip
-    set_head_limits(config, max_head_bytes=settings.server.max_header_bytes, head_timeout_s=settings.server.header_timeout_s)
+    set_connection_limits(config, connection_limits(settings))
     redirect = _QuietServer(config)
     log.info("gateway.listening", url=f"http://{host}:{port}", role="redirect-to-https")
     task = asyncio.create_task(redirect.serve())

@@ -51,6 +51,7 @@ class ServerSettings:
     max_body_bytes: int = 1_048_576
     max_header_bytes: int = 65_536  # request line + headers; over it: 431 and the connection closed
     header_timeout_s: float = 30.0  # a request head must arrive within this; else 408
+    body_timeout_s: float = 60.0  # a request body may stall this long between reads; else 408
     tls_cert: Path | None = None
     tls_key: Path | None = None
     http_redirect_port: int = 0  # with tls_cert: a plain-http listener that only redirects
@@ -396,6 +397,7 @@ def _server(raw: Any, base: Path) -> ServerSettings:
         max_body_bytes=s.int("max_body_bytes", d.max_body_bytes, lo=1024, hi=1 << 34),
         max_header_bytes=s.int("max_header_bytes", d.max_header_bytes, lo=8192, hi=1 << 20),
         header_timeout_s=s.float("header_timeout_s", d.header_timeout_s, lo=1.0, hi=600.0),
+        body_timeout_s=s.float("body_timeout_s", d.body_timeout_s, lo=1.0, hi=3600.0),
         tls_cert=s.optional_path("tls_cert"),
         tls_key=s.optional_path("tls_key"),
         http_redirect_port=s.int("http_redirect_port", d.http_redirect_port, lo=0, hi=65535),
