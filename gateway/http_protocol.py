@@ -66,13 +66,18 @@ def set_connection_limits(config: Any, limits: ConnectionLimits) -> None:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """Only ``data_received`` is overridden: where a request begins and ends is
+    read off uvicorn's own state after each read (a new cycle means a head was
+    completed; its ``more_body`` says whether a body is still to come), so the
+    parser's per-request callbacks stay uvicorn's own."""
+
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.limits: ConnectionLimits = getattr(config, _LIMITS_ATTR, None) or ConnectionLimits()
         self._in_head = True  # the bytes arriving now belong to a request head
+        self._in_body = False  # a request's body is still to come
         self._head_bytes = 0
         self._tail = b""  # the last bytes of the head so far, for a terminator split across reads
-        self._in_body = False  # a request's body is still to come
         self._body_seen = 0.0  # when body bytes last arrived
         self._timer: asyncio.TimerHandle | None = None  # the head's deadline, or the body's idle check
 
@@ -86,11 +91,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_head:
-            if self._in_body:
-                self._body_seen = self.loop.time()
-            super().data_received(data)
-        else:
+        if self._in_head:
             # How much of this read is head: up to the blank line that ends it
             # (which may straddle the previous read), or all of it.  Checked
             # before the parser sees any of it.
@@ -102,31 +103,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
             self._head_bytes += head_part
             self._tail = probe[-3:] if end < 0 else b""
-            super().data_received(data)
-        if self._timer is None and not self.transport.is_closing():
-            # Most requests arrive whole in one read and never get here with
-            # anything left to wait for; these are the ones spread over reads.
-            if self._in_head and self._head_bytes:
-                self._arm(self.limits.head_timeout_s, self._head_timed_out)
-            elif self._in_body:
+        elif self._in_body:
+            self._body_seen = self.loop.time()
+        before = self.cycle
+        HttpToolsProtocol.data_received(self, data)
+        cycle = self.cycle
+        if cycle is not before:
+            # A head was completed: a request began.  (A pipelined head that
+            # starts in this same read is counted from its next read.)
+            self._head_bytes, self._tail = 0, b""
+            if self._timer is not None:
+                self._disarm()
+            self._in_body = cycle.more_body
+            self._in_head = not cycle.more_body
+        elif self._in_body and not cycle.more_body:
+            self._in_body, self._in_head = False, True  # its body is complete
+            if self._timer is not None:
+                self._disarm()
+        if self._timer is None and ((self._in_head and self._head_bytes) or self._in_body):
+            # Most requests arrive whole in one read and never get here; these
+            # are the ones spread over reads: bound their time.
+            if self._in_body:
                 self._body_seen = self.loop.time()
                 self._arm(self.limits.body_timeout_s, self._body_idle)
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_bytes = 0
-        self._tail = b""
-        self._disarm()
-        super().on_headers_complete()
-        # A websocket upgrade gets no cycle here, and no body.
-        self._in_body = self.cycle is not None and self.cycle.scope is self.scope
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        if self._in_body:
-            self._in_body = False
-            self._disarm()
-        self._in_head = True  # what follows on this connection is the next head
+            else:
+                self._arm(self.limits.head_timeout_s, self._head_timed_out)
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
         self._timer = self.loop.call_later(delay, callback)
@@ -136,14 +137,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
+    def _ours(self) -> bool:
+        """Whether the connection is still this protocol's (not closed, not upgraded to a websocket)."""
+        return not self.transport.is_closing() and self.transport.get_protocol() is self
+
     def _head_timed_out(self) -> None:
         self._timer = None
-        if self._in_head and not self.transport.is_closing():
+        if self._in_head and self._ours():
             self._refuse(408, "head_timeout", head_bytes=self._head_bytes)
 
     def _body_idle(self) -> None:
         self._timer = None
-        if not self._in_body or self.transport.is_closing():
+        if not self._in_body or not self._ours():
             return
         idle = self.loop.time() - self._body_seen
         if self.flow.read_paused or idle < self.limits.body_timeout_s:

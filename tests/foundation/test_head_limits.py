@@ -204,6 +204,41 @@ def test_a_body_that_keeps_coming_is_not_cut_off(gw):
     s.close()
 
 
+def test_an_upgraded_websocket_outlives_the_head_timeout(gw):
+    # The head timer armed for the handshake must not fire into the websocket
+    # the connection has become (it would write an HTTP 408 into the stream).
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+    from websockets.sync.client import connect
+
+    from tests.helpers import ROOT
+
+    password = "a-long-test-password-for-ws"
+    add = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "users", "add", "wsuser", "--groups", "employees", "--password-stdin", "--config", str(gw.config)],
+        input=password + "\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    deadline = time.monotonic() + 5
+    with httpx.Client(base_url=gw.url, timeout=10) as c:
+        while True:  # the running gateway reads the users file within a second
+            form = c.get("/auth/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+            r = c.post("/auth/login", data={"username": "wsuser", "password": password, "csrf_token": token, "next": "/"})
+            if r.status_code == 303 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert r.status_code == 303, r.text
+        cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+    with connect(gw.url.replace("http://", "ws://") + "/_stcore/stream", additional_headers={"Cookie": cookie},
+                 origin=gw.url, subprotocols=["streamlit"], open_timeout=10) as ws:  # fmt: skip
+        time.sleep(TIMEOUT_S + 1.5)
+        assert ws.ping().wait(5)  # still open, still answering
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     port = free_port()
