@@ -113,6 +113,7 @@ class RequestContextMiddleware:
 
         forwarded_for: list[str] = []
         fwd_proto = fwd_host = inbound_id = host = user_agent = ""
+        hosts = 0
         for name, value in [h for h in scope["headers"] if h[0] in _READ]:
             if name == b"x-forwarded-for":
                 forwarded_for.append(value.decode("latin-1"))
@@ -124,9 +125,16 @@ class RequestContextMiddleware:
                 inbound_id = value.decode("latin-1")
             elif name == b"host":
                 host = value.decode("latin-1")
+                hosts += 1
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")[:512]
 
+        if hosts > 1:
+            # RFC 9112 §3.2: 400 for more than one Host.  The layers below read
+            # the first (Starlette's Headers.get) while this loop keeps the
+            # last, so a pair could pass the trusted-host check with one name
+            # and reach the tools with the other.  No host: the check refuses.
+            host = ""
         client = scope.get("client")
         peer = client[0] if client else ""
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"

@@ -71,14 +71,17 @@ class TrustedHostMiddleware:
             await self.app(scope, receive, send)
             return
         ctx = get_context(scope)
-        host = ctx.host if ctx else ""
+        # The request context decided the Host (the first and only one, or a
+        # trusted proxy's X-Forwarded-Host); "" means none or several: refused.
+        host = ctx.host if ctx else None
         origin = None
-        if not host or scope["type"] == "websocket":
+        if host is None or t == "websocket":
             for name, value in scope["headers"]:
-                if name == b"host" and not host:
+                if name == b"host" and host is None:
                     host = value.decode("latin-1")
                 elif name == b"origin":
                     origin = value.decode("latin-1")
+        host = host or ""
         if not self.host_allowed(host):
             await send_error(scope, receive, send, 400, detail="This host name is not served here.")
             return

@@ -1,8 +1,9 @@
-"""Bounds on the request head, against a real ``gateway run`` over raw sockets.
+"""What a hostile client can do with raw bytes, against a real ``gateway run``.
 
-Without them (uvicorn's httptools protocol as shipped) one connection could
-make the gateway hold a header of any size in memory, and a slow or silent
-connection was never closed.
+Bounds on the request head and body (without them, uvicorn's httptools
+protocol as shipped let one connection make the gateway hold a header of any
+size in memory, and never closed a slow or silent connection), and the
+request-smuggling and header-injection shapes a penetration tester sends.
 """
 
 from __future__ import annotations
@@ -288,3 +289,35 @@ def test_limits_are_validated(tmp_path, line, key):
     with pytest.raises(ConfigError) as err:
         load_settings(config)
     assert key in str(err.value)
+
+
+# Framing and header shapes that let a front proxy and the gateway disagree
+# about where a request ends or whom it is for.  Each must be refused with
+# 400 before any application code runs.
+SMUGGLING = {
+    "content-length and transfer-encoding": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two different content-lengths": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    "unknown transfer-coding": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    "space before the colon": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    "chunked twice": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    "bad chunk size": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "negative content-length": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n",
+    "signed content-length": b"POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Length: +4\r\n\r\nabcd",
+    "obsolete line folding": b"GET /auth/login HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n b\r\n\r\n",
+    "NUL in a value": b"GET /auth/login HTTP/1.1\r\nHost: localhost\r\nX-A: a\x00b\r\n\r\n",
+    "bare CR in a value": b"GET /auth/login HTTP/1.1\r\nHost: localhost\r\nX-A: a\rb\r\n\r\n",
+    "bare LF line ends": b"GET /auth/login HTTP/1.1\nHost: localhost\n\n",
+    "no Host": b"GET /auth/login HTTP/1.1\r\n\r\n",
+    "two Hosts, the bad one last": b"GET /auth/login HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n",
+    "two Hosts, the bad one first": b"GET /auth/login HTTP/1.1\r\nHost: evil.example\r\nHost: localhost\r\n\r\n",
+    "two Hosts, both served": b"GET /auth/login HTTP/1.1\r\nHost: localhost\r\nHost: 127.0.0.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", SMUGGLING.values(), ids=SMUGGLING.keys())
+def test_ambiguous_requests_are_refused(gw, raw):
+    s = _connect(gw)
+    s.sendall(raw)
+    head = _read_response_head(s)
+    s.close()
+    assert head.startswith(b"HTTP/1.1 400 "), head[:80]
