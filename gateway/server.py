@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import sys
+from collections.abc import Callable
 
 import structlog
 import uvicorn
@@ -49,12 +51,39 @@ def uvicorn_config(app: object, settings: Settings, *, host: str, port: int, **e
         ws_max_size=16 * 1024 * 1024,
         ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
         ssl_keyfile=str(s.tls_key) if s.tls_key else None,
+        ssl_context_factory=hardened_tls_context if s.tls_cert else None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         http=PROTOCOL_PATH,  # httptools with bounds on the request head's size and time
         **extra,  # type: ignore[arg-type]
     )
     set_connection_limits(config, connection_limits(settings))
     return config
+
+
+# Mozilla's "intermediate" TLS 1.2 suites (forward secret AEAD only); TLS 1.3
+# suites are all acceptable and are not affected by this list.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
+    )
+)  # fmt: skip
+
+
+def hardened_tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's context with an explicit floor: TLS 1.2+, forward-secret AEAD suites, no renegotiation.
+
+    Stated here rather than left to the system OpenSSL policy, which differs
+    between base images (uvicorn's own default cipher string is "TLSv1").
+    Module-level so uvicorn can pickle the config into worker processes.
+    """
+    ctx = default()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    return ctx
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

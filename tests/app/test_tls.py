@@ -104,3 +104,82 @@ def test_gateway_run_uses_uvloop(tls_gateway):
     text = tls_gateway["log"].read_text()
     assert "gateway.started" in text
     assert "event_loop=uvloop" in text or '"event_loop": "uvloop' in text, text[-2000:]
+
+
+def _handshake(port: int, ca: str, *, version: ssl.TLSVersion | None = None, ciphers: str | None = None) -> str:
+    """The negotiated "protocol cipher", or the error's name."""
+    import socket
+
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_ciphers((ciphers or "DEFAULT") + ":@SECLEVEL=0")  # the client offers anything: the server decides
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                return f"{tls.version()} {tls.cipher()[0]}"
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused: {type(exc).__name__}"
+
+
+@pytest.fixture(scope="module")
+def permissive_server(tls_gateway):
+    """A local TLS server that accepts old versions and CBC suites: proof this client can offer them."""
+    import socket
+    import threading
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(tls_gateway["ca"].parent / "server.pem"))
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop_flag = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop_flag.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield port
+    stop_flag.set()
+    t.join(2)
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "ciphers"),
+    [
+        (ssl.TLSVersion.TLSv1, None),
+        (ssl.TLSVersion.TLSv1_1, None),
+        # The test certificate is ECDSA: these are the CBC suites it could use.
+        (ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-SHA"),
+        (ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES256-SHA384"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_old_protocols_and_weak_suites_are_refused(tls_gateway, permissive_server, version, ciphers):
+    ca = str(tls_gateway["ca"])
+    offered = _handshake(permissive_server, ca, version=version, ciphers=ciphers)
+    if offered.startswith("refused"):
+        pytest.skip(f"this machine's TLS client cannot offer {version.name} {ciphers or ''} at all ({offered})")
+    assert _handshake(tls_gateway["port"], ca, version=version, ciphers=ciphers).startswith("refused")
+
+
+def test_modern_handshakes_are_accepted(tls_gateway):
+    ca = str(tls_gateway["ca"])
+    assert _handshake(tls_gateway["port"], ca, version=ssl.TLSVersion.TLSv1_3).startswith("TLSv1.3 ")
+    from gateway.server import TLS12_CIPHERS
+
+    version, cipher = _handshake(tls_gateway["port"], ca, version=ssl.TLSVersion.TLSv1_2).split(" ", 1)
+    assert version == "TLSv1.2" and cipher in TLS12_CIPHERS.split(":")
