@@ -183,3 +183,13 @@ def test_modern_handshakes_are_accepted(tls_gateway):
 
     version, cipher = _handshake(tls_gateway["port"], ca, version=ssl.TLSVersion.TLSv1_2).split(" ", 1)
     assert version == "TLSv1.2" and cipher in TLS12_CIPHERS.split(":")
+
+
+def test_healthcheck_probes_the_tls_listener(tls_gateway):
+    config = tls_gateway["log"].parent / "gateway.toml"
+    r = subprocess.run(
+        [os.sys.executable, "-m", "gateway.cli", "healthcheck", "--config", str(config)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"https://127.0.0.1:{tls_gateway['port']}/healthz: 200" in r.stdout
