@@ -80,7 +80,9 @@ class TrustedHostMiddleware:
                 if name == b"host" and host is None:
                     host = value.decode("latin-1")
                 elif name == b"origin":
-                    origin = value.decode("latin-1")
+                    # Two Origins: this check would read the last while the
+                    # app behind it may read the first.  Refused (as "null").
+                    origin = value.decode("latin-1") if origin is None else "null"
         host = host or ""
         if not self.host_allowed(host):
             await send_error(scope, receive, send, 400, detail="This host name is not served here.")

@@ -457,6 +457,35 @@ def test_websocket_refused_before_accept(kwargs, headers, peer):
             ws.receive_text()
 
 
+@pytest.mark.parametrize(
+    "origins",
+    [
+        [b"https://evil.com", b"http://testserver"],
+        [b"http://testserver", b"https://evil.com"],
+        [b"http://testserver", b"http://testserver"],
+    ],
+)
+async def test_a_handshake_with_two_origins_is_refused(origins):
+    # A browser sends one Origin; two means the check and the app could each
+    # read a different one.
+    sent: list[dict] = []
+    scope = {
+        "type": "websocket", "path": "/ws", "raw_path": b"/ws", "query_string": b"", "scheme": "ws",
+        "headers": [(b"host", b"testserver"), *((b"origin", o) for o in origins)],
+        "client": ("203.0.113.7", 5000), "server": ("testserver", 80), "subprotocols": [], "asgi": {"version": "3.0"},
+    }  # fmt: skip
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    await build()(scope, receive, send)
+    assert sent and sent[0]["type"] in ("websocket.close", "websocket.http.response.start")
+    assert not any(m["type"] == "websocket.accept" for m in sent)
+
+
 def test_errors_body_json_shape():
     from gateway.errors import status_info
 
