@@ -22,9 +22,10 @@ uvicorn's config does not apply to httptools.
   uvicorn's keep-alive timeout applies as before.
 
 A request that arrives whole in one read (nearly every request) costs a few
-attribute checks: no timer is armed for it.  Refusals are logged with the
-peer's address; they never reach the application, so there is no request
-to audit.
+attribute checks: no timer is armed for it.  Refusals are logged and audited
+as ``http.connection_refused`` with the TCP peer's address (behind a proxy,
+the proxy's: nothing of the request was believed yet).  A connection that
+never sent a byte is closed without either: browsers open spare connections.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Any, Callable
 
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway import runtime
 
 log = structlog.get_logger(__name__)
 
@@ -156,7 +159,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # came (not the client's doing), or bytes came since: look again.
             self._arm(max(self.limits.body_timeout_s - idle, 0.1), self._body_idle)
             return
-        log.warning("http.body_timeout", client=self.client[0] if self.client else None, idle_s=round(idle, 1))
+        self._report(408, "body_timeout", idle_s=round(idle, 1))
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             self.transport.write(_REFUSALS[408] + b"content-length: 0\r\nconnection: close\r\n\r\n")
@@ -167,6 +170,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, **fields: Any) -> None:
         self._disarm()
         if self._head_bytes or status != 408:
-            log.warning("http.head_refused", status=status, reason=reason, client=self.client[0] if self.client else None, **fields)
+            self._report(status, reason, **fields)
         self.transport.write(_REFUSALS[status] + b"content-length: 0\r\nconnection: close\r\n\r\n")
         self.transport.close()
+
+    def _report(self, status: int, reason: str, **details: Any) -> None:
+        client = self.client[0] if self.client else None
+        log.warning("http.connection_refused", status=status, reason=reason, client=client, **details)
+        services = runtime.maybe_current()
+        if services is not None:  # None only outside a gateway (a bare uvicorn in a test)
+            services.emit("http.connection_refused", outcome="failure", client_ip=client, status=status, reason=reason, details=details)

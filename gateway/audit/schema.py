@@ -25,6 +25,7 @@ ECS_VERSION = "8.11.0"
 # action -> (event.category, event.type); ECS allowed values for each category.
 ACTIONS: dict[str, tuple[list[str], list[str]]] = {
     "http.request": (["web"], ["access"]),
+    "http.connection_refused": (["network"], ["connection", "denied"]),
     "websocket.session": (["web", "session"], ["access", "end"]),
     "auth.login": (["authentication"], ["start"]),
     "auth.logout": (["authentication"], ["end"]),

@@ -62,6 +62,21 @@ def _read_response(s: socket.socket) -> bytes:
     return head
 
 
+def _audited(gw: GatewayProcess, reason: str, timeout: float = 5) -> dict:
+    """The trail's http.connection_refused record with this reason (waits for the writer)."""
+    import json
+
+    trail = gw.config.parent / "audit" / "audit.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in trail.read_text().splitlines() if trail.exists() else ():
+            rec = json.loads(line)
+            if rec["event"]["action"] == "http.connection_refused" and rec["event"].get("reason") == reason:
+                return rec
+        time.sleep(0.1)
+    raise AssertionError(f"no http.connection_refused record with reason {reason}")
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -82,7 +97,9 @@ def test_an_endless_header_is_refused_with_431_without_being_held(gw):
     assert sent < 64 << 20
     # The high-water mark of the whole process moved by far less than what was sent.
     assert _rss_kib(gw.proc.pid) - before < 32 * 1024
-    assert "head_too_large" in gw.log()
+    rec = _audited(gw, "head_too_large")
+    assert rec["http"]["response"]["status_code"] == 431 and rec["client"]["ip"] == "127.0.0.1"
+    assert rec["event"]["outcome"] == "failure" and rec["gateway"]["details"]["head_bytes"] > 64 * 1024
 
 
 def test_the_refusal_is_a_431_with_the_connection_closed(gw):
@@ -113,6 +130,7 @@ def test_a_slow_head_gets_408_after_the_timeout(gw):
     assert TIMEOUT_S - 0.5 <= elapsed < TIMEOUT_S + 3
     assert s.recv(10) == b""
     s.close()
+    assert _audited(gw, "head_timeout")["gateway"]["details"]["head_bytes"] > 0
 
 
 def test_trickling_bytes_does_not_extend_the_deadline(gw):
@@ -173,7 +191,7 @@ def test_a_stalled_body_is_cut_off_with_408(gw):
     assert TIMEOUT_S - 0.5 <= time.monotonic() - t0 < TIMEOUT_S + 3
     assert s.recv(10) == b""
     s.close()
-    assert "http.body_timeout" in gw.log()
+    assert _audited(gw, "body_timeout")["http"]["response"]["status_code"] == 408
     # The request it belonged to is still in the trail (its access line is
     # rendered from the record), lasting as long as the client stalled.
     import json
