@@ -38,6 +38,7 @@ import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import runtime
+from gateway.context import SCOPE_KEY
 
 log = structlog.get_logger(__name__)
 
@@ -165,6 +166,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_REFUSALS[408] + b"content-length: 0\r\nconnection: close\r\n\r\n")
         if cycle is not None:
             cycle.disconnected = True  # the application's receive() sees the client gone
+            # The request's own audit record says why it ended (its status is
+            # what the application answered; the client got the 408).
+            ctx = cycle.scope.get(SCOPE_KEY)
+            if ctx is not None and not ctx.deny_reason:
+                ctx.deny_reason = "body_timeout"
         self.transport.close()
 
     def _refuse(self, status: int, reason: str, **fields: Any) -> None:
