@@ -70,10 +70,10 @@ def set_connection_limits(config: Any, limits: ConnectionLimits) -> None:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """Only ``data_received`` is overridden: where a request begins and ends is
-    read off uvicorn's own state after each read (a new cycle means a head was
-    completed; its ``more_body`` says whether a body is still to come), so the
-    parser's per-request callbacks stay uvicorn's own."""
+    """Where a request begins is read off uvicorn's own state after each read
+    (a new cycle means a head was completed; its ``more_body`` says whether a
+    body is still to come); where it ends, from the parser's message-complete
+    callback, the only one overridden."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -109,21 +109,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._tail = probe[-3:] if end < 0 else b""
         elif self._in_body:
             self._body_seen = self.loop.time()
-        before = self.cycle
+        before, was_body = self.cycle, self._in_body
         HttpToolsProtocol.data_received(self, data)
         cycle = self.cycle
         if cycle is not before:
             # A head was completed: a request began.  (A pipelined head that
-            # starts in this same read is counted from its next read.)
+            # starts in this same read is counted from its next read.)  A new
+            # cycle's more_body is exact here: its application has not run yet.
             self._head_bytes, self._tail = 0, b""
             if self._timer is not None:
                 self._disarm()
             self._in_body = cycle.more_body
             self._in_head = not cycle.more_body
-        elif self._in_body and not cycle.more_body:
-            self._in_body, self._in_head = False, True  # its body is complete
-            if self._timer is not None:
-                self._disarm()
+        elif was_body and not self._in_body and self._timer is not None:
+            self._disarm()  # its body is complete (see on_message_complete)
         if self._timer is None and ((self._in_head and self._head_bytes) or self._in_body):
             # Most requests arrive whole in one read and never get here; these
             # are the ones spread over reads: bound their time.
@@ -132,6 +131,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._arm(self.limits.body_timeout_s, self._body_idle)
             else:
                 self._arm(self.limits.head_timeout_s, self._head_timed_out)
+
+    def on_message_complete(self) -> None:
+        # Overridden (unlike the other parser callbacks) because uvicorn's
+        # leaves no trace when the response was already complete: a body the
+        # application never read still ends here, and what follows is a head.
+        HttpToolsProtocol.on_message_complete(self)
+        self._in_body, self._in_head = False, True
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
         self._timer = self.loop.call_later(delay, callback)

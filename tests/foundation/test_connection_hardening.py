@@ -341,3 +341,17 @@ def test_ambiguous_requests_are_refused(gw, raw):
     head = _read_response_head(s)
     s.close()
     assert head.startswith(b"HTTP/1.1 400 "), head[:80]
+
+
+def test_the_head_limit_holds_after_a_body_the_gateway_did_not_read(gw):
+    # An anonymous API call is refused before its body is read; the body then
+    # arrives anyway.  The next head on that connection must still be counted.
+    s = _connect(gw)
+    s.sendall(b"POST /api/whoami HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n")
+    assert _read_response(s).startswith(b"HTTP/1.1 401 ")
+    s.sendall(b"0123456789")
+    time.sleep(0.2)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    head = _read_response_head(s)
+    s.close()
+    assert head.startswith(b"HTTP/1.1 431 "), head[:80]
