@@ -1,4 +1,4 @@
-"""Limits on the request head, enforced before any ASGI code runs.
+"""Limits on a request's head (size and time) and body (stalls), enforced before any ASGI code runs.
 
 uvicorn's httptools protocol puts no bound on a request's head: a single
 connection can send a header line hundreds of megabytes long and the parser
