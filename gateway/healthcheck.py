@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from gateway.middleware.trusted_host import TrustedHostMiddleware
 from gateway.settings import Settings
 
 LIVENESS, READINESS = "/healthz", "/readyz"
@@ -53,18 +54,15 @@ def _loopback_for(bind: str) -> str:
 
 
 def _host_header(settings: Settings) -> str:
-    """A Host the trusted-host layer accepts: the public URL's if served, else the first listed."""
-    trusted = [h.lower().rstrip(".") for h in settings.server.trusted_hosts]
-    public = (urlsplit(settings.server.public_url).hostname or "").lower()
-    if public and (public in trusted or "*" in trusted or any(public.endswith(h[1:]) for h in trusted if h.startswith("*."))):
+    """A Host the trusted-host layer accepts: the public URL's if served, else one made from the first listed."""
+    trusted = settings.server.trusted_hosts  # lower-cased, no trailing dot, never empty (settings)
+    public = urlsplit(settings.server.public_url).hostname
+    if public and TrustedHostMiddleware(None, allowed_hosts=trusted).allowed(public):
         return public
-    for h in trusted:
-        if h == "*":
-            return "localhost"
-        if h.startswith("*."):
-            return "healthcheck" + h[1:]
-        return h
-    return "localhost"  # unreachable: settings refuse an empty list
+    first = trusted[0]
+    if first == "*":
+        return "localhost"
+    return "healthcheck" + first[1:] if first.startswith("*.") else first
 
 
 def build_probe(settings: Settings, *, path: str = LIVENESS) -> Probe:
