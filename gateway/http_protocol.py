@@ -39,16 +39,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import runtime
 from gateway.context import SCOPE_KEY
+from gateway.settings import ServerSettings
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_MAX_HEAD_BYTES = 64 * 1024
-DEFAULT_HEAD_TIMEOUT_S = 30.0
-DEFAULT_BODY_TIMEOUT_S = 60.0
-
+# Whole responses: the connection is closed right after.
 _REFUSALS = {
-    431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
-    408: b"HTTP/1.1 408 Request Timeout\r\n",
+    431: b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    408: b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
 }
 
 # Where the limits ride on uvicorn's Config: it is pickled whole into each
@@ -59,9 +57,14 @@ PROTOCOL_PATH = "gateway.http_protocol:GuardedHttpToolsProtocol"
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
-    head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S
-    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    # The configuration's defaults (server.max_header_bytes, ...), stated once there.
+    max_head_bytes: int = ServerSettings.max_header_bytes
+    head_timeout_s: float = ServerSettings.header_timeout_s
+    body_timeout_s: float = ServerSettings.body_timeout_s
+
+    @classmethod
+    def of(cls, server: ServerSettings) -> ConnectionLimits:
+        return cls(max_head_bytes=server.max_header_bytes, head_timeout_s=server.header_timeout_s, body_timeout_s=server.body_timeout_s)
 
 
 def set_connection_limits(config: Any, limits: ConnectionLimits) -> None:
@@ -169,7 +172,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._report(408, "body_timeout", idle_s=round(idle, 1))
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
-            self.transport.write(_REFUSALS[408] + b"content-length: 0\r\nconnection: close\r\n\r\n")
+            self.transport.write(_REFUSALS[408])
         if cycle is not None:
             cycle.disconnected = True  # the application's receive() sees the client gone
             # The request's own audit record says why it ended (its status is
@@ -183,7 +186,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         if self._head_bytes or status != 408:
             self._report(status, reason, **fields)
-        self.transport.write(_REFUSALS[status] + b"content-length: 0\r\nconnection: close\r\n\r\n")
+        self.transport.write(_REFUSALS[status])
         self.transport.close()
 
     def _report(self, status: int, reason: str, **details: Any) -> None:

@@ -56,7 +56,7 @@ def uvicorn_config(app: object, settings: Settings, *, host: str, port: int, **e
         http=PROTOCOL_PATH,  # httptools with bounds on the request head's size and time
         **extra,  # type: ignore[arg-type]
     )
-    set_connection_limits(config, connection_limits(settings))
+    set_connection_limits(config, ConnectionLimits.of(s))
     return config
 
 
@@ -85,10 +85,6 @@ def hardened_tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLCo
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     return ctx
 
-
-def connection_limits(settings: Settings) -> ConnectionLimits:
-    s = settings.server
-    return ConnectionLimits(max_head_bytes=s.max_header_bytes, head_timeout_s=s.header_timeout_s, body_timeout_s=s.body_timeout_s)
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1) -> int:
@@ -163,7 +159,7 @@ async def _serve_all(server: uvicorn.Server, settings: Settings, host: str) -> N
     app = RedirectOnlyApp(settings.server.public_url)
     config = uvicorn.Config(app, host=host, port=port, proxy_headers=False, server_header=False,
                             access_log=False, log_config=None, lifespan="off", http=PROTOCOL_PATH)  # fmt: skip
-    set_connection_limits(config, connection_limits(settings))
+    set_connection_limits(config, ConnectionLimits.of(settings.server))
     redirect = _QuietServer(config)
     log.info("gateway.listening", url=f"http://{host}:{port}", role="redirect-to-https")
     task = asyncio.create_task(redirect.serve())

@@ -71,7 +71,7 @@ _PARSED_MAX = 1024
 _PARSED_MAX_BYTES = 4096
 
 
-def _strip_our_cookies(raw: bytes, wanted: str, ours: frozenset[str] = _ALL_COOKIES) -> tuple[str, bytes | None]:
+def _strip_our_cookies(raw: bytes, wanted: str, ours: frozenset[str]) -> tuple[str, bytes | None]:
     """``wanted``'s value (the first one sent), and the cookies not in ``ours`` as
     sent: order and duplicates kept, for whatever reads them behind the gateway."""
     value = ""
