@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -21,6 +22,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def submit_sign_in(client: httpx.Client, user: str, password: str, next_path: str = "/") -> httpx.Response:
+    """The real sign-in form, filled in and posted: its answer (303 on success)."""
+    form = client.get("/auth/login")
+    assert form.status_code == 200, form.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token is not None, "the sign-in form has no csrf_token"
+    data = {"username": user, "password": password, "csrf_token": token.group(1), "next": next_path}
+    return client.post("/auth/login", data=data)
 
 
 def write_secret(path: Path, text: str) -> None:

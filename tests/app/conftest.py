@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.auth.users import UserDirectory
-from tests.helpers import ROOT, free_port, make_config_dir
+from tests.helpers import ROOT, free_port, make_config_dir, submit_sign_in
 
 USERS = {
     "alice": ("correct-horse-7781", ["employees"], "alice@example.com"),
@@ -45,9 +44,7 @@ class SignInClient:
 
     def login(self, user: str, client: httpx.Client | None = None) -> httpx.Client:
         c = client or self.client()
-        form = c.get("/auth/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-        r = c.post("/auth/login", data={"username": user, "password": USERS[user][0], "csrf_token": token, "next": "/"})
+        r = submit_sign_in(c, user, USERS[user][0])
         assert r.status_code == 303, r.text
         return c
 

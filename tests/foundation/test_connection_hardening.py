@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import ConfigError, load_settings
-from tests.helpers import GatewayProcess, free_port, make_config_dir
+from tests.helpers import GatewayProcess, free_port, make_config_dir, submit_sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -228,7 +228,6 @@ def test_a_body_that_keeps_coming_is_not_cut_off(gw):
 def test_an_upgraded_websocket_outlives_the_head_timeout(gw):
     # The head timer armed for the handshake must not fire into the websocket
     # the connection has become (it would write an HTTP 408 into the stream).
-    import re
     import subprocess
     import sys
 
@@ -246,9 +245,7 @@ def test_an_upgraded_websocket_outlives_the_head_timeout(gw):
     deadline = time.monotonic() + 5
     with httpx.Client(base_url=gw.url, timeout=10) as c:
         while True:  # the running gateway reads the users file within a second
-            form = c.get("/auth/login")
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-            r = c.post("/auth/login", data={"username": "wsuser", "password": password, "csrf_token": token, "next": "/"})
+            r = submit_sign_in(c, "wsuser", password)
             if r.status_code == 303 or time.monotonic() > deadline:
                 break
             time.sleep(0.3)

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, GatewayProcess, free_port
+from tests.helpers import ROOT, GatewayProcess, free_port, submit_sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -119,10 +119,7 @@ def _gateway(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[s
 
 
 def _sign_in(c: httpx.Client, user: str, password: str) -> None:
-    form = c.get("/auth/login")
-    assert form.status_code == 200
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    r = c.post("/auth/login", data={"username": user, "password": password, "csrf_token": token, "next": "/"})
+    r = submit_sign_in(c, user, password)
     assert r.status_code == 303, r.text
 
 
