@@ -24,6 +24,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_cli(
+    *args: str,
+    cwd: Path = ROOT,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    python_args: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """``gateway ARGS`` as a real process (``python -m gateway.cli``), output captured as text."""
+    return subprocess.run(
+        [PYTHON, *python_args, "-m", "gateway.cli", *args],
+        cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
 def submit_sign_in(client: httpx.Client, user: str, password: str, next_path: str = "/") -> httpx.Response:
     """The real sign-in form, filled in and posted: its answer (303 on success)."""
     form = client.get("/auth/login")

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT
-
-
-def gateway(*args: str, cwd: Path, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+from tests.helpers import run_cli as gateway
 
 
 @pytest.fixture(scope="module")

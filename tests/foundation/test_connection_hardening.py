@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import ConfigError, load_settings
-from tests.helpers import GatewayProcess, free_port, make_config_dir, submit_sign_in
+from tests.helpers import GatewayProcess, free_port, make_config_dir, run_cli, submit_sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -228,19 +228,11 @@ def test_a_body_that_keeps_coming_is_not_cut_off(gw):
 def test_an_upgraded_websocket_outlives_the_head_timeout(gw):
     # The head timer armed for the handshake must not fire into the websocket
     # the connection has become (it would write an HTTP 408 into the stream).
-    import subprocess
-    import sys
-
     import httpx
     from websockets.sync.client import connect
 
-    from tests.helpers import ROOT
-
     password = "a-long-test-password-for-ws"
-    add = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "users", "add", "wsuser", "--groups", "employees", "--password-stdin", "--config", str(gw.config)],
-        input=password + "\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
-    )  # fmt: skip
+    add = run_cli("users", "add", "wsuser", "--groups", "employees", "--password-stdin", "--config", str(gw.config), stdin=password + "\n")
     assert add.returncode == 0, add.stderr
     deadline = time.monotonic() + 5
     with httpx.Client(base_url=gw.url, timeout=10) as c:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from gateway.healthcheck import READINESS, build_probe
 from gateway.settings import load_settings
-from tests.helpers import ROOT, GatewayProcess, free_port, make_config_dir, write_secret
+from tests.helpers import GatewayProcess, free_port, make_config_dir, run_cli, write_secret
 
 PUBLIC_ONLY = 'trusted_hosts = ["localhost", "127.0.0.1", "testserver"]'
 
@@ -26,17 +25,8 @@ def _config(tmp_path: Path, *, port: int = 8501, server: str = "", hosts: str = 
     return config
 
 
-def _healthcheck(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "healthcheck", "--config", str(config), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+def _healthcheck(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("healthcheck", "--config", str(config), *args)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, GatewayProcess, free_port, submit_sign_in
+from tests.helpers import ROOT, GatewayProcess, free_port, run_cli, submit_sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -108,14 +108,7 @@ def _env(site: Path) -> dict[str, str]:
 
 
 def _gateway(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "gateway.cli", *args],
-        cwd=cwd,
-        env=_env(site),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, cwd=cwd, env=_env(site), python_args=("-P",))
 
 
 def _sign_in(c: httpx.Client, user: str, password: str) -> None:
